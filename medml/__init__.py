@@ -1,0 +1,3 @@
+"""MedML: versioned data to a gated, served, auditable diagnostic model."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,207 @@
+"""The ``medml`` command line. Settings are loaded here, once, and passed down."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from medml.errors import CheckFailed, MedMLError
+from medml.settings import Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="MedML: versioned data to a gated, served, auditable model.")
+data_app = typer.Typer(no_args_is_help=True, help="Create, import and validate datasets.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj
+
+
+@app.callback()
+def _main(ctx: typer.Context,
+          params: Path = typer.Option(None, "--params", envvar="MEDML_PARAMS",
+                                      help="settings file (default ./params.yaml)"),
+          verbose: bool = typer.Option(False, "-v", "--verbose")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    logging.getLogger("medml").setLevel(logging.INFO)
+    ctx.obj = load_settings(params)
+
+
+# ------------------------------------------------------------------ data
+@data_app.command("generate")
+def data_generate(ctx: typer.Context, task: str = typer.Option(..., "--task"),
+                  name: str = typer.Option(None, "--name", help="dataset name"),
+                  out_dir: Path = typer.Option(None, "--out", help="write to DIR (no DVC)"),
+                  seed: int = 0, overwrite: bool = False) -> None:
+    """Write a demo dataset: into the workspace under DVC (--name), or to a folder (--out)."""
+    from medml import lifecycle
+
+    s = _settings(ctx)
+    if out_dir is not None:
+        n = lifecycle.materialise(s, task, out_dir, seed=seed, overwrite=overwrite)
+        out.print(f"wrote {n} examples to {out_dir}")
+        return
+    v = lifecycle.create_dataset(s, task, name or f"demo-{task}", seed=seed, overwrite=overwrite)
+    out.print(f"dataset [bold]{v.name}[/] at {v.path}: dvc md5 {v.md5}, {v.nfiles} files")
+
+
+@data_app.command("import")
+def data_import(ctx: typer.Context, src: Path, task: str = typer.Option(..., "--task"),
+                fmt: str = typer.Option(..., "--format"), name: str = typer.Option(..., "--name"),
+                seed: int = 0, overwrite: bool = False) -> None:
+    """Import real data into a DVC-tracked dataset."""
+    from medml import lifecycle
+
+    v = lifecycle.create_dataset(_settings(ctx), task, name, fmt=fmt, src=src, seed=seed,
+                                 overwrite=overwrite)
+    out.print(f"dataset [bold]{v.name}[/] at {v.path}: dvc md5 {v.md5}, {v.nfiles} files")
+
+
+@data_app.command("validate")
+def data_validate(ctx: typer.Context, name: str) -> None:
+    """Run the task's validation suite; exit 1 on failure."""
+    from medml import lifecycle
+
+    report = lifecycle.validate(_settings(ctx), name)
+    for line in report.failures:
+        out.print(f"[red]FAIL[/] {line}")
+    out.print(f"report: {report.report_path}")
+    if report.docs_path:
+        out.print(f"data docs: {report.docs_path}")
+    if not report.success:
+        raise CheckFailed(f"dataset {name!r} failed {len(report.failures)} validation checks")
+    out.print(f"[green]dataset {name!r} passed validation[/]")
+
+
+# ------------------------------------------------------------------ lifecycle
+def _run_flow(s: Settings, dataset: str, model: str) -> dict[str, Any]:
+    os.environ.update(s.prefect_env())
+    from flows.lifecycle import lifecycle_flow
+
+    return lifecycle_flow(settings=s.model_dump(mode="json"), dataset=dataset, model=model)
+
+
+def _summary(result: dict[str, Any], s: Settings) -> None:
+    table = Table(title=f"{result['model']} version {result['version']}")
+    table.add_column("metric")
+    table.add_column("test", justify="right")
+    for k, v in sorted(result["metrics"].items()):
+        table.add_row(k, f"{v:.4f}")
+    out.print(table)
+    d = result["decision"]
+    out.print(f"gate: {'[green]passed' if d.passed else '[red]refused'}[/] ({d.reasons()}); "
+              f"alias champion -> version {d.version}" if d.passed else "")
+    out.print(f"MLflow run {result['run_id']}, Prefect flow run {result['flow_run_id']}; "
+              f"store {s.mlflow_uri}; browse with `medml ui`")
+
+
+@app.command()
+def pipeline(ctx: typer.Context, task: str = typer.Option(..., "--task"),
+             dataset: str = typer.Option(..., "--dataset"),
+             model: str = typer.Option(None, "--model", help="registered model name")) -> None:
+    """validate -> train -> evaluate -> register -> gate, as a Prefect flow."""
+    from medml import lifecycle
+    from medml.tasks import get_task
+
+    s = _settings(ctx)
+    get_task(task)
+    ds = lifecycle.open_dataset(s, dataset)
+    if ds.meta.task != task:
+        raise MedMLError(f"dataset {dataset!r} is a {ds.meta.task} dataset, not {task}")
+    _summary(_run_flow(s, dataset, model or f"{task}-{dataset}"), s)
+
+
+@app.command()
+def demo(ctx: typer.Context, task: str = typer.Option("imaging", "--task"),
+         seed: int = 0) -> None:
+    """Generate demo data, then run the whole lifecycle, embedded."""
+    from medml import lifecycle
+    from medml.tasks import TASKS
+
+    s = _settings(ctx)
+    for name in sorted(TASKS) if task == "all" else [task]:
+        params = s.task(name)
+        demo_cfg = dict(params.demo)
+        train_over = demo_cfg.pop("train", {})
+        tp = params.model_copy(update={
+            "demo": demo_cfg,
+            "train": params.train.model_copy(update=train_over)})
+        ds_settings = s.model_copy(update={"tasks": {**s.tasks, name: tp}})
+        dataset = f"demo-{name}"
+        v = lifecycle.create_dataset(ds_settings, name, dataset, seed=seed, overwrite=True)
+        out.print(f"[bold]demo[/] {name}: generated {v.nfiles} files into {v.path} "
+                  f"(dvc md5 {v.md5})")
+        _summary(_run_flow(ds_settings, dataset, dataset), ds_settings)
+
+
+@app.command()
+def train(ctx: typer.Context, dataset: str = typer.Option(..., "--dataset")) -> None:
+    """Validate, train and evaluate one dataset's model (no registration)."""
+    from medml import lifecycle
+
+    s = _settings(ctx)
+    report = lifecycle.validate(s, dataset, check=True)
+    trained = lifecycle.train(s, dataset, validation_report=str(report.report_path))
+    ev = lifecycle.evaluate(s, dataset, trained)
+    out.print(f"run {trained.run_id}: " + ", ".join(f"{k} {v:.4f}"
+                                                  for k, v in sorted(ev.metrics.items())))
+
+
+@app.command()
+def promote(ctx: typer.Context, name: str,
+            version: str = typer.Option(None, "--version")) -> None:
+    """Run the gate on a version (default: the latest); exit 1 if refused."""
+    from medml import lifecycle
+
+    d = lifecycle.promote(_settings(ctx), name, version)
+    for c in d.checks:
+        mark = "[green]pass[/]" if c["passed"] else "[red]FAIL[/]"
+        out.print(f"{mark} {c['check']}: {c['value']:.4f} {c['op']} {c['bound']}")
+    if not d.passed:
+        raise CheckFailed(f"{name} version {d.version} not promoted: {d.reasons()}")
+    out.print(f"[green]{name} version {d.version} is now champion[/]")
+
+
+@app.command()
+def ui(ctx: typer.Context, port: int = 5000, host: str = "127.0.0.1") -> None:
+    """Open the MLflow UI on the embedded store."""
+    s = _settings(ctx)
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", s.mlflow_uri,
+           "--default-artifact-root", s.artifact_root.as_uri(), "--host", host,
+           "--port", str(port)]
+    out.print(f"MLflow UI on http://{host}:{port} (store {s.mlflow_uri})")
+    raise typer.Exit(subprocess.call(cmd))
+
+
+def main() -> None:
+    """Entry point: user errors become one line and an exit code, never a traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except MedMLError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except click.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

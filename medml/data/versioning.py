@@ -1,0 +1,108 @@
+"""DVC owns data: track a dataset directory, push it to the remote, read its version.
+
+A dataset ``data/NAME`` is versioned either by ``data/NAME.dvc`` (``medml data import``
+or ``generate``) or as an output of a ``dvc.yaml`` stage (``dvc.lock``). Its version is
+DVC's content hash of the directory, plus the git revision of the workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from medml.errors import NotFoundError
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    """Which data, exactly: DVC's directory hash, file count, and the git revision."""
+
+    name: str
+    path: str  # relative to the workspace
+    md5: str  # DVC content hash of the directory (".dir" suffix stripped)
+    nfiles: int
+    git_commit: str | None
+    git_dirty: bool
+    tracked_by: str  # the .dvc file or "dvc.lock"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def git_revision(path: Path) -> tuple[str | None, bool]:
+    """HEAD commit of the git repository holding ``path`` and whether it has changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=path, capture_output=True, text=True).stdout.strip())
+        return head, dirty
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None, False
+
+
+@contextlib.contextmanager
+def _quiet():
+    # DVC prints git hints on stdout; keep our CLI's output clean.
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def open_repo(workspace: Path, remote_url: str):
+    """The DVC repo at ``workspace`` (initialised on first use) with a default remote.
+
+    The remote is written to ``.dvc/config.local`` only when none is configured, so a
+    team's shared remote in ``.dvc/config`` wins over the embedded local one.
+    """
+    from dvc.repo import Repo
+
+    workspace = Path(workspace)
+    with _quiet():
+        if not (workspace / ".dvc").is_dir():
+            Repo.init(str(workspace), no_scm=not (workspace / ".git").exists())
+        repo = Repo(str(workspace))
+        if not repo.config["core"].get("remote"):
+            with repo.config.edit(level="local") as conf:
+                conf["remote"]["medml-local"] = {"url": str(remote_url)}
+                conf["core"]["remote"] = "medml-local"
+            repo = Repo(str(workspace))
+    return repo
+
+
+def track(workspace: Path, dataset_path: Path, remote_url: str) -> DataVersion:
+    """``dvc add`` the dataset directory and ``dvc push`` it; return its version."""
+    repo = open_repo(workspace, remote_url)
+    target = Path(dataset_path).resolve().relative_to(Path(workspace).resolve())
+    with _quiet():
+        repo.add(str(target))
+        repo.push(targets=[str(target)])
+    return data_version(workspace, Path(dataset_path))
+
+
+def data_version(workspace: Path, dataset_path: Path) -> DataVersion:
+    """The recorded DVC version of a dataset directory."""
+    workspace = Path(workspace).resolve()
+    rel = Path(dataset_path).resolve().relative_to(workspace)
+    commit, dirty = git_revision(workspace)
+    dvc_file = workspace / f"{rel}.dvc"
+    if dvc_file.is_file():
+        out = yaml.safe_load(dvc_file.read_text())["outs"][0]
+        return DataVersion(rel.name, str(rel), out["md5"].removesuffix(".dir"),
+                           int(out.get("nfiles", 0)), commit, dirty, str(dvc_file.name))
+    lock = workspace / "dvc.lock"
+    if lock.is_file():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if Path(out["path"]) == rel:
+                    return DataVersion(rel.name, str(rel), out["md5"].removesuffix(".dir"),
+                                       int(out.get("nfiles", 0)), commit, dirty, "dvc.lock")
+    raise NotFoundError(
+        f"{rel}: not versioned by DVC (no {rel}.dvc and no dvc.lock output); "
+        "create it with `medml data import` / `medml data generate` or `dvc repro`"
+    )

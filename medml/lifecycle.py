@@ -1,0 +1,324 @@
+"""The lifecycle steps, one typed function each. The CLI, the Prefect flow and dvc.yaml
+call these; none of them imports Prefect.
+
+create_dataset -> validate -> train -> evaluate -> register -> promote
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from medml import __version__
+from medml.data.dataset import (
+    DatasetMeta,
+    dataset_dir,
+    load_manifest,
+    load_meta,
+    staged_dir,
+    write_dataset,
+)
+from medml.data.versioning import DataVersion, data_version, track
+from medml.errors import BadInputError, CheckFailed, NotFoundError
+from medml.settings import Settings
+from medml.tasks import get_task
+
+log = logging.getLogger("medml.lifecycle")
+
+
+# ---------------------------------------------------------------- data
+def materialise(settings: Settings, task_name: str, out_dir: Path, *, fmt: str | None = None,
+                src: Path | None = None, seed: int = 0, overwrite: bool = False,
+                **options: Any) -> int:
+    """Generate (``fmt=None``) or import a dataset into ``out_dir`` (all or nothing);
+    returns the number of examples. No versioning here: see ``create_dataset``."""
+    task = get_task(task_name)
+    with staged_dir(Path(out_dir), overwrite=overwrite) as tmp:
+        if fmt is None:
+            manifest, meta = task.generate(tmp, settings.task(task_name).demo, seed,
+                                           Path(out_dir).name)
+        else:
+            importer = task.importers.get(fmt)
+            if importer is None:
+                raise BadInputError(f"unknown {task_name} format {fmt!r}; choose one of: "
+                                    f"{', '.join(sorted(task.importers))}")
+            if src is None or not Path(src).exists():
+                raise BadInputError(f"{src}: source not found; give an existing file or folder")
+            manifest, meta = importer(Path(src), tmp, Path(out_dir).name, seed=seed, **options)
+        write_dataset(tmp, manifest, meta)
+    return len(manifest)
+
+
+def create_dataset(settings: Settings, task_name: str, name: str, *, fmt: str | None = None,
+                   src: Path | None = None, seed: int = 0, overwrite: bool = False,
+                   **options: Any) -> DataVersion:
+    """Generate or import dataset ``data/NAME``, then ``dvc add`` and ``dvc push`` it.
+    On bad input the workspace and the DVC store are left as they were."""
+    final = dataset_dir(settings.data_dir, name)
+    materialise(settings, task_name, final, fmt=fmt, src=src, seed=seed, overwrite=overwrite,
+                **options)
+    return track(settings.workspace, final, settings.remote_url)
+
+
+@dataclass
+class OpenDataset:
+    path: Path
+    meta: DatasetMeta
+    version: DataVersion
+
+    def manifest(self):
+        return load_manifest(self.path)
+
+
+def open_dataset(settings: Settings, name: str) -> OpenDataset:
+    """A dataset of the workspace with its metadata and DVC version."""
+    path = dataset_dir(settings.data_dir, name)
+    if not path.is_dir():
+        raise NotFoundError(f"dataset {name!r} not found in {settings.data_dir}; "
+                            "create it with `medml data import` or `medml data generate`")
+    return OpenDataset(path, load_meta(path), data_version(settings.workspace, path))
+
+
+def validate(settings: Settings, name: str, check: bool = False):
+    """Run the task's Great Expectations suite on the dataset. With ``check``, a failed
+    validation raises CheckFailed (the lifecycle stops before training)."""
+    from medml.validation import validate_dataset
+
+    ds = open_dataset(settings, name)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    report = validate_dataset(ds.path, get_task(ds.meta.task),
+                              settings.state_dir / "validation" / name / stamp)
+    if check and not report.success:
+        raise CheckFailed(f"dataset {name!r} failed validation ({len(report.failures)} "
+                          f"checks): {report.failures[0]}; report: {report.report_path}")
+    return report
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class Trained:
+    run_id: str
+    bundle_path: str
+    checkpoint_dir: str
+    resumed_from: int | None
+    seconds: float
+
+
+def _flat(prefix: str, d: dict) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(f"{key}.", v) if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _checkpoint_dir(settings: Settings, ds: OpenDataset, params_json: str) -> Path:
+    key = hashlib.sha256(f"{ds.meta.task}|{ds.version.md5}|{params_json}".encode()).hexdigest()
+    return settings.checkpoint_dir / f"{ds.meta.name}-{key[:16]}"
+
+
+def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
+          validation_report: str | None = None, progress: bool = True) -> Trained:
+    """Train the task's model on dataset ``name`` in one MLflow run.
+
+    Re-running the same command after a kill resumes the same run from the last
+    epoch checkpoint (same data version and settings => same checkpoint folder)."""
+    import mlflow
+
+    from medml import tracking
+    from medml.train import fit
+
+    ds = open_dataset(settings, name)
+    task = get_task(ds.meta.task)
+    params = settings.task(task.name)
+    manifest = ds.manifest()
+    params_json = json.dumps({"train": params.train.model_dump(), "data": params.data},
+                             sort_keys=True)
+    ckpt = _checkpoint_dir(settings, ds, params_json)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    run_file = ckpt / "run.json"
+    exp_id = tracking.configure(settings)
+    prior = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
+    datasets = task.datasets(ds.path, ds.meta, manifest, params)
+    _, spec = task.build_model(params, ds.meta, manifest)
+    with mlflow.start_run(run_id=prior, experiment_id=None if prior else exp_id,
+                          run_name=None if prior else f"{task.name}-{name}",
+                          log_system_metrics=True) as run:
+        if prior:
+            attempts = int(run.data.tags.get("medml.attempts", "1")) + 1
+            mlflow.set_tag("medml.attempts", str(attempts))
+            log.warning("resuming MLflow run %s (attempt %d)", prior, attempts)
+        else:
+            run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+            mlflow.log_params(_flat("train.", params.train.model_dump())
+                              | _flat("data.", params.data) | {"model.spec": json.dumps(spec)})
+            mlflow.set_tags({
+                "medml.task": task.name, "medml.dataset": name,
+                "medml.data_md5": ds.version.md5, "medml.git_commit": ds.version.git_commit or "",
+                "medml.git_dirty": str(ds.version.git_dirty), "medml.version": __version__,
+                "medml.flow_run_id": flow_run_id or "", "medml.attempts": "1",
+            })
+            mlflow.log_dict(ds.version.as_dict(), "data/version.json")
+            mlflow.log_input(mlflow.data.from_pandas(
+                manifest, source=str(ds.path), name=name, digest=ds.version.md5[:32],
+                targets="label"), context="training",
+                tags={"dvc_md5": ds.version.md5, "git_commit": ds.version.git_commit or ""})
+            if validation_report:
+                mlflow.log_artifacts(str(Path(validation_report).parent), "validation")
+        outcome = fit(task, datasets, spec, params.train, ckpt,
+                      on_epoch=lambda e, m: mlflow.log_metrics(m, step=e),
+                      extra={"run_id": run.info.run_id, "data_version": ds.version.as_dict()},
+                      progress=progress)
+        if outcome.resumed_from is not None:
+            mlflow.set_tag("medml.resumed_from_epoch", str(outcome.resumed_from))
+            log.warning("resumed from epoch %d", outcome.resumed_from)
+        mlflow.log_metric("train_seconds", outcome.seconds)
+        return Trained(run.info.run_id, str(outcome.bundle_path), str(ckpt),
+                       outcome.resumed_from, outcome.seconds)
+
+
+# ---------------------------------------------------------------- evaluation
+@dataclass
+class Evaluated:
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate(settings: Settings, name: str, trained: Trained) -> Evaluated:
+    """Test-split metrics, plots and subgroup tables into the run; log the pyfunc model."""
+    import matplotlib.pyplot as plt
+    import mlflow
+    import torch
+
+    from medml import tracking
+    from medml.train import pick_device
+
+    ds = open_dataset(settings, name)
+    task = get_task(ds.meta.task)
+    params = settings.task(task.name)
+    manifest = ds.manifest()
+    tracking.configure(settings)
+    bundle = torch.load(trained.bundle_path, map_location="cpu", weights_only=False)
+    spec = bundle["spec"]
+    device = pick_device(params.train.device)
+    model = task.rebuild_model(spec)
+    model.load_state_dict(bundle["state_dict"])
+    model.to(device)
+    test = task.datasets(ds.path, ds.meta, manifest[manifest["split"] == "test"], params)["test"]
+    pred = task.predict_split(model, test, spec, device)
+    result = task.evaluate(pred, manifest, spec, params)
+    metrics = {f"test_{k}": float(v) for k, v in result.metrics.items()
+               if v is not None and math.isfinite(v)}
+    with mlflow.start_run(run_id=trained.run_id):
+        mlflow.log_metrics(metrics)
+        for fname, fig in result.figures.items():
+            mlflow.log_figure(fig, f"plots/{fname}")
+            plt.close(fig)
+        for fname, table in result.tables.items():
+            mlflow.log_table(table, f"eval/{fname}")
+        if result.predictions is not None:
+            mlflow.log_table(result.predictions, "eval/test_predictions.json")
+        signature, example = task.signature_and_example(spec, ds.path, manifest)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=task.pyfunc(),
+            artifacts={"bundle": trained.bundle_path}, signature=signature,
+            input_example=example, pip_requirements=_requirements())
+    log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
+    return Evaluated(trained.run_id, info.model_uri, metrics)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "monai", "pandas", "numpy",
+                                           "pydicom", "pillow", "scikit-learn")]
+
+
+# ---------------------------------------------------------------- registry and gate
+def register(settings: Settings, model_name: str, evaluated: Evaluated, trained: Trained,
+             flow_run_id: str | None = None) -> str:
+    """Register the logged model as a new version with lineage tags; drop the checkpoint."""
+    import mlflow
+
+    from medml import tracking
+
+    tracking.configure(settings)
+    client = mlflow.MlflowClient()
+    run = client.get_run(evaluated.run_id)
+    tags = {
+        "git_commit": run.data.tags.get("medml.git_commit", ""),
+        "dvc_data_hash": run.data.tags.get("medml.data_md5", ""),
+        "dataset": run.data.tags.get("medml.dataset", ""),
+        "task": run.data.tags.get("medml.task", ""),
+        "flow_run_id": flow_run_id or run.data.tags.get("medml.flow_run_id", ""),
+    }
+    try:
+        client.get_registered_model(model_name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(model_name, tags={"task": tags["task"]})
+    mv = client.create_model_version(model_name, evaluated.model_uri, run_id=evaluated.run_id,
+                                     tags=tags)
+    shutil.rmtree(trained.checkpoint_dir, ignore_errors=True)
+    log.info("registered %s version %s", model_name, mv.version)
+    return str(mv.version)
+
+
+@dataclass
+class GateDecision:
+    model: str
+    version: str
+    passed: bool
+    checks: list[dict]
+    decided_at: str
+
+    def reasons(self) -> str:
+        failed = [c for c in self.checks if not c["passed"]]
+        if not self.checks:
+            return "no check configured"
+        return "; ".join(f"{c['check']}: {c['value']:.4f} {c['op']} {c['bound']}"
+                         for c in (failed or self.checks))
+
+
+def promote(settings: Settings, model_name: str, version: str | None = None) -> GateDecision:
+    """Judge a version on the configured floors; on pass, move alias ``champion`` to it.
+
+    The decision (each check, its value, bound and verdict) is stored on the version."""
+    import mlflow
+
+    from medml import tracking
+
+    tracking.configure(settings)
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name='{model_name}'")
+    except mlflow.exceptions.MlflowException as exc:
+        raise NotFoundError(f"model {model_name!r} not found in {settings.mlflow_uri}") from exc
+    if not versions:
+        raise NotFoundError(f"model {model_name!r} has no registered version")
+    mv = (max(versions, key=lambda v: int(v.version)) if version is None
+          else next((v for v in versions if v.version == str(version)), None))
+    if mv is None:
+        raise NotFoundError(f"model {model_name!r} has no version {version}")
+    metrics = client.get_run(mv.run_id).data.metrics
+    floors = settings.task(mv.tags.get("task", "")).gate.floors
+    checks = []
+    for metric, bound in floors.items():
+        value = metrics.get(f"test_{metric}", float("nan"))
+        checks.append({"check": f"floor:{metric}", "value": value, "op": ">=", "bound": bound,
+                       "passed": bool(value >= bound)})
+    decision = GateDecision(model_name, mv.version, bool(checks) and all(
+        c["passed"] for c in checks), checks, datetime.now(UTC).isoformat(timespec="seconds"))
+    client.set_model_version_tag(model_name, mv.version, "gate.decision",
+                                 json.dumps(asdict(decision)))
+    client.set_model_version_tag(model_name, mv.version, "gate.passed", str(decision.passed))
+    if decision.passed:
+        client.set_registered_model_alias(model_name, "champion", mv.version)
+    return decision

@@ -1,0 +1,146 @@
+"""One typed settings model, loaded once at the entry point from params.yaml plus environment.
+
+Precedence: environment (``MEDML_*``, nested keys joined with ``__``) over ``params.yaml``
+over the defaults below. Loading reads files only; nothing is created or contacted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from medml.errors import BadInputError
+
+
+class TrainParams(BaseModel):
+    """Training settings shared by every task (a task may add its own keys)."""
+
+    model: str = "small_cnn"  # name in the task's model registry
+    model_args: dict[str, Any] = Field(default_factory=dict)  # constructor overrides
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])  # fractions of epochs
+    lr_gamma: float = 0.1
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_workers: int = 0  # DataLoader workers (raised automatically on CUDA)
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
+    augment: bool = True
+    tta: bool = True  # average predictions over flips at evaluation
+
+
+class GateParams(BaseModel):
+    """Promotion gate. Here: absolute floors on test metrics (the full gate is its own issue)."""
+
+    floors: dict[str, float] = Field(default_factory=lambda: {"auroc": 0.75})
+
+
+class TaskParams(BaseModel):
+    """Everything one task needs: preprocessing, training, gate and demo-data settings."""
+
+    train: TrainParams = Field(default_factory=TrainParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    data: dict[str, Any] = Field(default_factory=dict)  # task-specific preprocessing
+    demo: dict[str, Any] = Field(default_factory=dict)  # task-specific demo generator
+
+
+class Settings(BaseSettings):
+    """MedML settings. ``home`` holds all embedded state; ``workspace`` is the DVC repository."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDML_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    profile: Literal["embedded", "server"] = "embedded"
+    workspace: Path = Field(default_factory=Path.cwd)
+    home: Path | None = None  # default: <workspace>/.medml
+    tracking_uri: str | None = None  # default (embedded): sqlite under home
+    prefect_api_url: str | None = None  # server profile; embedded uses Prefect's local server
+    dvc_remote: str | None = None  # default (embedded): <home>/dvc-remote
+    experiment: str = "medml"
+    shared_data: Path | None = None  # where ../shared/data lives, for real-data benchmarks
+    tasks: dict[str, TaskParams] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over params.yaml (passed as init kwargs).
+        return env_settings, init_settings
+
+    # ---- derived locations (pure: nothing is created here) ----
+    @property
+    def state_dir(self) -> Path:
+        return (self.home or self.workspace / ".medml").resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workspace.resolve() / "data"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.state_dir / "mlartifacts"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.state_dir / "checkpoints"
+
+    @property
+    def remote_url(self) -> str:
+        return self.dvc_remote or str(self.state_dir / "dvc-remote")
+
+    def task(self, name: str) -> TaskParams:
+        """The settings of one task (defaults when params.yaml has none)."""
+        return self.tasks.get(name) or TaskParams()
+
+    def prefect_env(self) -> dict[str, str]:
+        """Environment for Prefect: its local data under home (embedded) or a server URL."""
+        env = {"PREFECT_HOME": str(self.prefect_home)}
+        if self.prefect_api_url:
+            env["PREFECT_API_URL"] = self.prefect_api_url
+        else:
+            env["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "true"
+        return env
+
+
+def load_settings(params_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read ``params.yaml`` (default: ``$MEDML_PARAMS`` or ``./params.yaml`` if present),
+    apply environment and keyword overrides, and validate."""
+    path = Path(params_file or os.environ.get("MEDML_PARAMS", "params.yaml"))
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise BadInputError(f"{path}: not valid YAML ({exc}); fix the file") from exc
+        if not isinstance(data, dict):
+            raise BadInputError(f"{path}: expected a mapping of settings at the top level")
+    elif params_file is not None:
+        raise BadInputError(f"{path}: settings file not found")
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise BadInputError(f"{path}: setting '{where}': {err['msg']}") from exc

@@ -1,0 +1,109 @@
+"""The task plug-in interface: what the lifecycle needs from imaging, nlp or speech.
+
+The lifecycle (``medml.lifecycle``), the trainer (``medml.train``) and the flows only
+call these methods; adding a task means writing one subclass and naming it in
+``medml.tasks.TASKS``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from medml.data.dataset import DatasetMeta
+from medml.settings import TaskParams
+
+# An importer reads ``src`` and writes example files into ``out_dir`` (an empty staging
+# directory); it returns the manifest and metadata. It raises BadInputError naming the file.
+Importer = Callable[..., tuple[pd.DataFrame, DatasetMeta]]
+
+
+@dataclass
+class EvalResult:
+    """Test-split evaluation: scalar metrics, figures for MLflow and per-example predictions."""
+
+    metrics: dict[str, float]
+    figures: dict[str, Any] = field(default_factory=dict)  # file name -> matplotlib Figure
+    predictions: pd.DataFrame | None = None
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # e.g. per-subgroup metrics
+
+
+class Task(ABC):
+    """One kind of model (imaging, nlp, speech) behind one interface."""
+
+    name: str
+    #: metric used to choose/monitor during training (on the val split), and its direction
+    monitor: str
+    monitor_mode: str = "max"
+
+    # ---- data ----
+    @property
+    @abstractmethod
+    def importers(self) -> dict[str, Importer]:
+        """Format name -> importer."""
+
+    @abstractmethod
+    def generate(self, out_dir: Path, params: dict[str, Any], seed: int, name: str
+                 ) -> tuple[pd.DataFrame, DatasetMeta]:
+        """Write a demo dataset into ``out_dir``."""
+
+    @abstractmethod
+    def expectations(self, meta: DatasetMeta, manifest: pd.DataFrame) -> list[Any]:
+        """Great Expectations expectations for this task's manifest (besides the shared ones)."""
+
+    @abstractmethod
+    def datasets(self, dataset_dir: Path, meta: DatasetMeta, manifest: pd.DataFrame,
+                 params: TaskParams) -> dict[str, Dataset]:
+        """torch datasets per split (train with augmentation; val/test without)."""
+
+    # ---- model ----
+    @abstractmethod
+    def build_model(self, params: TaskParams, meta: DatasetMeta, manifest: pd.DataFrame
+                    ) -> tuple[nn.Module, dict]:
+        """A fresh model and its ``spec``: constructor arguments, classes and preprocessing,
+        saved beside the weights so that the model rebuilds itself."""
+
+    @abstractmethod
+    def rebuild_model(self, spec: dict) -> nn.Module:
+        """The model from the spec saved beside its weights."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+        """Training loss on one batch."""
+
+    @abstractmethod
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, device: torch.device,
+               num_workers: int, generator: torch.Generator | None = None) -> DataLoader:
+        """A DataLoader with the task's collation."""
+
+    @abstractmethod
+    def predict_split(self, model: nn.Module, dataset: Dataset, spec: dict,
+                      device: torch.device) -> pd.DataFrame:
+        """Per-example predictions on one split (column ``id`` first), in its order."""
+
+    @abstractmethod
+    def score(self, predictions: pd.DataFrame, spec: dict) -> dict[str, float]:
+        """Scalar metrics from predictions (used on val each epoch and on test)."""
+
+    @abstractmethod
+    def evaluate(self, predictions: pd.DataFrame, manifest: pd.DataFrame, spec: dict,
+                 params: TaskParams) -> EvalResult:
+        """Full test evaluation: metrics, figures, subgroup tables."""
+
+    # ---- serving ----
+    @abstractmethod
+    def pyfunc(self) -> Any:
+        """The ``mlflow.pyfunc.PythonModel`` instance that serves this task's models."""
+
+    @abstractmethod
+    def signature_and_example(self, spec: dict, dataset_dir: Path,
+                              manifest: pd.DataFrame) -> tuple[Any, Any]:
+        """MLflow model signature and input example."""

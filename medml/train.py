@@ -1,0 +1,163 @@
+"""The training loop every task shares: seeded, GPU when present (mixed precision, pinned
+memory), CPU otherwise, checkpointed each epoch and resumed from the last checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import Dataset
+
+from medml.errors import BadInputError
+from medml.settings import TrainParams
+from medml.tasks.base import Task
+
+log = logging.getLogger("medml.train")
+LAST = "last.pt"
+
+
+@dataclass
+class TrainOutcome:
+    """What training produced: the final self-describing bundle and its history."""
+
+    bundle_path: Path
+    epochs: int
+    resumed_from: int | None  # epochs already done when this process started
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), else CPU."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError(f"device {preference!r} asked for but CUDA is not available")
+    return torch.device(preference)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill mid-write never leaves a half checkpoint
+
+
+def fit(
+    task: Task,
+    datasets: dict[str, Dataset],
+    spec: dict,
+    params: TrainParams,
+    checkpoint_dir: Path,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    extra: dict | None = None,
+    progress: bool = True,
+) -> TrainOutcome:
+    """Train ``task``'s model described by ``spec``; resume from ``checkpoint_dir/last.pt``.
+
+    ``on_epoch(epoch, metrics)`` is called after each epoch (the lifecycle logs to MLflow
+    there). ``extra`` is stored in the checkpoint and the final bundle (run id, data version).
+    """
+    if len(datasets["train"]) == 0:
+        raise BadInputError("the train split is empty; re-split the dataset")
+    t0 = time.perf_counter()
+    device = pick_device(params.device)
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    seed_everything(params.seed)
+    model = task.rebuild_model(spec).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    milestones = sorted({max(1, int(f * params.epochs)) for f in params.lr_milestones})
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=params.lr_gamma)
+    use_amp = device.type == "cuda"
+    amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported()
+                 else torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last = checkpoint_dir / LAST
+    start, history, resumed_from = 0, [], None
+    if last.is_file():
+        ck = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"])
+        start, history, resumed_from = ck["epoch"], ck["history"], ck["epoch"]
+        log.warning("resuming from checkpoint %s at epoch %d/%d", last, start, params.epochs)
+
+    workers = params.num_workers or (min(4, os.cpu_count() or 1) if use_amp else 0)
+    val = datasets.get("val")
+    columns = [TextColumn("[bold]train[/] {task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total} epochs"), TimeElapsedColumn(),
+               TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        job = bar.add_task("", total=params.epochs, completed=start)
+        for epoch in range(start, params.epochs):
+            if hasattr(datasets["train"], "set_epoch"):
+                datasets["train"].set_epoch(epoch)
+            gen = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
+            loader = task.loader(datasets["train"], params.batch_size, True, device, workers, gen)
+            model.train()
+            total, count = 0.0, 0
+            for batch in loader:
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss = task.loss(model, batch, device)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                n = len(batch[-1]) if isinstance(batch, list | tuple) else 1
+                total += float(loss.detach()) * n
+                count += n
+            sched.step()
+            metrics = {"train_loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
+            if val is not None and len(val):
+                pred = task.predict_split(model, val, spec, device)
+                metrics.update({f"val_{k}": v for k, v in task.score(pred, spec).items()})
+            history.append({"epoch": epoch + 1, **metrics})
+            _atomic_save({"epoch": epoch + 1, "model": model.state_dict(),
+                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "scaler": scaler.state_dict(), "rng": _rng_state(),
+                          "history": history, "spec": spec, "extra": extra or {}}, last)
+            if on_epoch:
+                on_epoch(epoch + 1, metrics)
+            shown = metrics.get(f"val_{task.monitor}", metrics["train_loss"])
+            bar.update(job, advance=1, description=f"loss {metrics['train_loss']:.3f} "
+                                                   f"val_{task.monitor} {shown:.3f}")
+    bundle_path = checkpoint_dir / "bundle.pt"
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_save({"task": task.name, "spec": spec, "state_dict": state,
+                  "extra": extra or {}, "params": params.model_dump()}, bundle_path)
+    return TrainOutcome(bundle_path, params.epochs, resumed_from,
+                        time.perf_counter() - t0, history)

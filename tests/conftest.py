@@ -1,0 +1,58 @@
+"""Shared fixtures: a throwaway workspace (git + DVC) and real settings, shrunk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from medml.settings import Settings, TaskParams, load_settings
+
+# Prefect reads its home when first imported: point it at a throwaway folder first.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="medml-prefect-")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def tiny_imaging() -> TaskParams:
+    """The real imaging settings, shrunk: small images, a tiny CNN, two epochs."""
+    base = load_settings(ROOT / "params.yaml").task("imaging")
+    return base.model_copy(update={
+        "data": {"image_size": 16},
+        "train": base.train.model_copy(update={
+            "epochs": 2, "batch_size": 32, "model_args": {"channels": [8, 16]}, "threads": 1}),
+        "demo": {"n_patients": 24, "images_per_patient": [2, 3], "size": 20},
+        "gate": base.gate.model_copy(update={"floors": {"auroc": 0.0}}),
+    })
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    subprocess.run(["git", "-C", str(ws), "commit", "-q", "--allow-empty", "-m", "init",
+                    "--author", "t <t@t>"], check=True,
+                   env={"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+                        "PATH": "/usr/bin:/bin"})
+    return ws
+
+
+@pytest.fixture
+def settings(workspace: Path, tmp_path: Path) -> Settings:
+    return Settings(workspace=workspace, home=tmp_path / "home",
+                    tasks={"imaging": tiny_imaging()})
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's MEDML_* settings."""
+    for key in list(os.environ):
+        if key.startswith("MEDML_"):
+            monkeypatch.delenv(key)

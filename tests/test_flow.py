@@ -1,0 +1,87 @@
+"""The real lifecycle: real Prefect (local server), real MLflow store, real DVC repo."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from flows.lifecycle import lifecycle_flow
+from medml import lifecycle
+from medml.data.dataset import MANIFEST
+from medml.errors import CheckFailed
+from medml.settings import Settings
+
+
+def _client(settings: Settings) -> mlflow.MlflowClient:
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    return mlflow.MlflowClient(settings.mlflow_uri, settings.mlflow_uri)
+
+
+def test_lifecycle_registers_gates_and_serves(settings: Settings, workspace: Path) -> None:
+    version = lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
+    assert (workspace / "data" / "demo.dvc").is_file()
+    assert any((settings.state_dir / "dvc-remote").rglob("*")), "dvc push reached the remote"
+
+    result = lifecycle_flow(settings=settings.model_dump(mode="json"), dataset="demo",
+                            model="demo-model")
+    client = _client(settings)
+    mv = client.get_model_version_by_alias("demo-model", "champion")
+    assert mv.version == "1" == result["version"]
+    head = (workspace / ".git").exists() and version.git_commit
+    assert mv.tags["git_commit"] == head
+    assert mv.tags["dvc_data_hash"] == version.md5
+    assert mv.tags["flow_run_id"] == result["flow_run_id"] != ""
+    assert json.loads(mv.tags["gate.decision"])["passed"] is True
+
+    run = client.get_run(mv.run_id)
+    epochs = settings.task("imaging").train.epochs
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == epochs
+    assert "test_auroc" in run.data.metrics and "test_ece" in run.data.metrics
+    assert any(k.startswith("system/") for k in run.data.metrics), "system metrics logged"
+    ds_inputs = run.inputs.dataset_inputs
+    assert ds_inputs and ds_inputs[0].dataset.digest == version.md5[:32]
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/roc.png", "plots/confusion.png", "plots/calibration.png"} <= plots
+
+    model = mlflow.pyfunc.load_model("models:/demo-model@champion")
+    arr = np.load(settings.data_dir / "demo" / "images" / "P0000-0.npy")
+    png = io.BytesIO()
+    Image.fromarray((arr[0] * 255).astype(np.uint8)).save(png, format="PNG")
+    out = model.predict(pd.DataFrame({"image": [arr.tolist(), png.getvalue(), arr[0]]}))
+    probs = out[[c for c in out.columns if c.startswith("p_")]].to_numpy()
+    assert probs.shape == (3, 3)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs[0], probs[1], atol=0.02)  # array and PNG agree
+    assert set(out["label"]) <= {"normal", "benign", "malignant"}
+
+    # A second model that fails the gate is registered but does not become champion.
+    strict = settings.model_copy(deep=True)
+    strict.tasks["imaging"].gate.floors = {"auroc": 1.01}
+    with pytest.raises(CheckFailed, match="not promoted: floor:auroc"):
+        lifecycle_flow(settings=strict.model_dump(mode="json"), dataset="demo",
+                       model="demo-model")
+    assert client.get_model_version_by_alias("demo-model", "champion").version == "1"
+    v2 = client.get_model_version("demo-model", "2")
+    assert v2.tags["gate.passed"] == "False"
+
+
+def test_failed_validation_stops_before_training(settings: Settings) -> None:
+    lifecycle.create_dataset(settings, "imaging", "leaky", seed=0)
+    path = settings.data_dir / "leaky" / MANIFEST
+    m = pd.read_csv(path, dtype=str)
+    patient = m.loc[m["split"] == "train", "patient_id"].iloc[0]
+    m.loc[(m["patient_id"] == patient).idxmax(), "split"] = "test"
+    m.to_csv(path, index=False)
+    with pytest.raises(CheckFailed, match=patient):
+        lifecycle_flow(settings=settings.model_dump(mode="json"), dataset="leaky",
+                       model="leaky-model")
+    client = _client(settings)
+    assert client.search_registered_models() == []
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

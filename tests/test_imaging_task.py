@@ -1,0 +1,101 @@
+"""Imaging plug-in: demo data, models, the shared training loop and its resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from medml.data.dataset import load_manifest, load_meta, write_dataset
+from medml.errors import BadInputError
+from medml.tasks import get_task
+from medml.tasks.imaging import models
+from medml.train import fit
+
+from .conftest import tiny_imaging
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    task = get_task("imaging")
+    manifest, meta = task.generate(out, {"n_patients": 60, "images_per_patient": [2, 3],
+                                         "size": 20}, seed=1, name="demo")
+    write_dataset(out, manifest, meta)
+    return out
+
+
+def test_demo_data_is_patient_split_and_brightness_carries_no_class(demo_dir: Path) -> None:
+    m = load_manifest(demo_dir)
+    assert set(m["split"]) == {"train", "val", "test"}
+    assert (m.groupby("patient_id")["split"].nunique() == 1).all()
+    assert m.groupby("patient_id").size().min() >= 2
+    means = np.array([np.load(demo_dir / p).mean() for p in m["path"]])
+    lesion = (m["label"] != "normal").to_numpy()
+    # Mean brightness alone does not separate lesion from normal images.
+    assert abs(roc_auc_score(lesion, means) - 0.5) < 0.15
+    clf = LogisticRegression().fit(means[:, None], m["label"])
+    assert clf.score(means[:, None], m["label"]) < 0.5  # ~1/3 for 3 balanced classes
+
+
+def test_demo_generation_is_deterministic(tmp_path: Path) -> None:
+    task = get_task("imaging")
+    params = {"n_patients": 6, "images_per_patient": [2, 2], "size": 16}
+    a, _ = task.generate(tmp_path / "a", params, seed=3, name="a")
+    b, _ = task.generate(tmp_path / "b", params, seed=3, name="b")
+    assert a["content_hash"].tolist() == b["content_hash"].tolist()
+    assert a["split"].tolist() == b["split"].tolist()
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+def test_models_take_small_images(name: str) -> None:
+    net = models.build(name, in_channels=1, num_classes=3)
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+
+
+def test_unknown_model_is_a_clear_error() -> None:
+    with pytest.raises(BadInputError, match="unknown imaging model 'vgg99'"):
+        models.build("vgg99", in_channels=1, num_classes=2)
+
+
+def _setup(demo_dir: Path, epochs: int):
+    task = get_task("imaging")
+    params = tiny_imaging()
+    params = params.model_copy(update={"train": params.train.model_copy(
+        update={"epochs": epochs})})
+    meta, manifest = load_meta(demo_dir), load_manifest(demo_dir)
+    data = task.datasets(demo_dir, meta, manifest, params)
+    _, spec = task.build_model(params, meta, manifest)
+    return task, data, spec, params
+
+
+def test_training_resumes_to_the_same_weights_as_an_unbroken_run(demo_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    task, data, spec, params = _setup(demo_dir, epochs=3)
+    whole = fit(task, data, spec, params.train, tmp_path / "whole", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def die_after_two(epoch: int, metrics: dict) -> None:
+        if epoch == 2:
+            raise Killed
+
+    task, data, spec, params = _setup(demo_dir, epochs=3)
+    with pytest.raises(Killed):
+        fit(task, data, spec, params.train, tmp_path / "broken", on_epoch=die_after_two,
+            progress=False)
+    assert (tmp_path / "broken" / "last.pt").is_file()
+    task, data, spec, params = _setup(demo_dir, epochs=3)
+    resumed = fit(task, data, spec, params.train, tmp_path / "broken", progress=False)
+    assert resumed.resumed_from == 2 and whole.resumed_from is None
+    a = torch.load(whole.bundle_path, weights_only=False)["state_dict"]
+    b = torch.load(resumed.bundle_path, weights_only=False)["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert np.isfinite(resumed.history[-1]["val_auroc"])
