@@ -304,7 +304,7 @@ def promote(settings: Settings, model_name: str, version: str | None = None) -> 
     if not versions:
         raise NotFoundError(f"model {model_name!r} has no registered version")
     mv = (max(versions, key=lambda v: int(v.version)) if version is None
-          else next((v for v in versions if v.version == str(version)), None))
+          else next((v for v in versions if str(v.version) == str(version)), None))
     if mv is None:
         raise NotFoundError(f"model {model_name!r} has no version {version}")
     metrics = client.get_run(mv.run_id).data.metrics
@@ -314,7 +314,7 @@ def promote(settings: Settings, model_name: str, version: str | None = None) -> 
         value = metrics.get(f"test_{metric}", float("nan"))
         checks.append({"check": f"floor:{metric}", "value": value, "op": ">=", "bound": bound,
                        "passed": bool(value >= bound)})
-    decision = GateDecision(model_name, mv.version, bool(checks) and all(
+    decision = GateDecision(model_name, str(mv.version), bool(checks) and all(
         c["passed"] for c in checks), checks, datetime.now(UTC).isoformat(timespec="seconds"))
     client.set_model_version_tag(model_name, mv.version, "gate.decision",
                                  json.dumps(asdict(decision)))

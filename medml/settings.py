@@ -32,6 +32,7 @@ class TrainParams(BaseModel):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0  # DataLoader workers (raised automatically on CUDA)
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    average_from: float | None = None  # average weights from this fraction of epochs on
     augment: bool = True
     tta: bool = True  # average predictions over flips at evaluation
 

@@ -33,7 +33,7 @@ def test_lifecycle_registers_gates_and_serves(settings: Settings, workspace: Pat
                             model="demo-model")
     client = _client(settings)
     mv = client.get_model_version_by_alias("demo-model", "champion")
-    assert mv.version == "1" == result["version"]
+    assert str(mv.version) == "1" == result["version"]
     head = (workspace / ".git").exists() and version.git_commit
     assert mv.tags["git_commit"] == head
     assert mv.tags["dvc_data_hash"] == version.md5
@@ -67,7 +67,7 @@ def test_lifecycle_registers_gates_and_serves(settings: Settings, workspace: Pat
     with pytest.raises(CheckFailed, match="not promoted: floor:auroc"):
         lifecycle_flow(settings=strict.model_dump(mode="json"), dataset="demo",
                        model="demo-model")
-    assert client.get_model_version_by_alias("demo-model", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("demo-model", "champion").version) == "1"
     v2 = client.get_model_version("demo-model", "2")
     assert v2.tags["gate.passed"] == "False"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,9 +49,15 @@ def git_revision(path: Path) -> tuple[str | None, bool]:
 
 @contextlib.contextmanager
 def _quiet():
-    # DVC prints git hints on stdout; keep our CLI's output clean.
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
+    # DVC logs git hints at INFO and prints on stdout; keep our CLI's output clean.
+    dvc_log = logging.getLogger("dvc")
+    level = dvc_log.level
+    dvc_log.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        dvc_log.setLevel(level)
 
 
 def open_repo(workspace: Path, remote_url: str):
@@ -66,11 +73,13 @@ def open_repo(workspace: Path, remote_url: str):
         if not (workspace / ".dvc").is_dir():
             Repo.init(str(workspace), no_scm=not (workspace / ".git").exists())
         repo = Repo(str(workspace))
+        repo.scm_context.quiet = True
         if not repo.config["core"].get("remote"):
             with repo.config.edit(level="local") as conf:
                 conf["remote"]["medml-local"] = {"url": str(remote_url)}
                 conf["core"]["remote"] = "medml-local"
             repo = Repo(str(workspace))
+            repo.scm_context.quiet = True
     return repo
 
 
@@ -78,7 +87,7 @@ def track(workspace: Path, dataset_path: Path, remote_url: str) -> DataVersion:
     """``dvc add`` the dataset directory and ``dvc push`` it; return its version."""
     repo = open_repo(workspace, remote_url)
     target = Path(dataset_path).resolve().relative_to(Path(workspace).resolve())
-    with _quiet():
+    with _quiet(), contextlib.chdir(workspace):  # DVC resolves targets from the cwd
         repo.add(str(target))
         repo.push(targets=[str(target)])
     return data_version(workspace, Path(dataset_path))

@@ -101,7 +101,8 @@ class Task(ABC):
     # ---- serving ----
     @abstractmethod
     def pyfunc(self) -> Any:
-        """The ``mlflow.pyfunc.PythonModel`` instance that serves this task's models."""
+        """What ``mlflow.pyfunc.log_model(python_model=...)`` takes: the path of a
+        models-from-code file that calls ``mlflow.models.set_model``."""
 
     @abstractmethod
     def signature_and_example(self, spec: dict, dataset_dir: Path,

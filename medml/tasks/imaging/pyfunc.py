@@ -73,8 +73,7 @@ class ImagingModel(mlflow.pyfunc.PythonModel):
         self.net.load_state_dict(bundle["state_dict"])
         self.net.eval()
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None
-                ) -> pd.DataFrame:
+    def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints
         from medml.tasks.imaging.data import to_model_input
         from medml.tasks.imaging.task import predict_proba
 

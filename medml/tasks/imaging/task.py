@@ -135,9 +135,7 @@ class ImagingTask(Task):
 
     # ---- serving ----
     def pyfunc(self) -> Any:
-        from medml.tasks.imaging.pyfunc import ImagingModel
-
-        return ImagingModel()
+        return str(Path(__file__).with_name("model_code.py"))
 
     def signature_and_example(self, spec: dict, dataset_dir: Path, manifest: pd.DataFrame
                               ) -> tuple[Any, Any]:

@@ -1,0 +1,198 @@
+"""Dataset validation: the shared and imaging Great Expectations suites on tiny datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medml.data.dataset import BASE_COLUMNS, DatasetMeta, load_manifest, sha256_file, write_dataset
+from medml.errors import BadInputError, NotFoundError
+from medml.tasks.imaging.checks import imaging_expectations
+from medml.validation import FILE_EXISTS, PATIENT_SPLITS, derive_columns, validate_dataset
+
+CLASSES = ["benign", "malignant"]
+# patient -> (split, label); two images each; both classes in every split
+PATIENTS = {"P0": ("train", "benign"), "P1": ("train", "malignant"),
+            "P2": ("val", "benign"), "P3": ("val", "malignant"),
+            "P4": ("test", "benign"), "P5": ("test", "malignant")}
+
+
+class StandInImagingTask:
+    """The part of the imaging Task that validation uses."""
+
+    name = "imaging"
+
+    def expectations(self, meta: DatasetMeta, manifest: pd.DataFrame) -> list:
+        return imaging_expectations(meta, manifest)
+
+
+def make_dataset(root: Path, name: str = "tiny") -> Path:
+    """A valid 12-image imaging dataset (1x8x8 float32 in [0, 1]) under ``root/name``."""
+    out = root / name
+    (out / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for patient, (split, label) in PATIENTS.items():
+        for k in range(2):
+            img = rng.uniform(0.1, 0.9, (1, 8, 8)).astype(np.float32)
+            rel = f"images/{patient}-{k}.npy"
+            np.save(out / rel, img)
+            rows.append({"id": f"{patient}-{k}", "path": rel, "label": label, "split": split,
+                         "patient_id": patient, "site": "site-a", "sex": "F",
+                         "age_band": "40-59", "content_hash": sha256_file(out / rel),
+                         "height": 8, "width": 8, "channels": 1,
+                         "intensity_min": float(img.min()), "intensity_max": float(img.max())})
+    meta = DatasetMeta(name=name, task="imaging", classes=CLASSES, source="test", format="npy")
+    write_dataset(out, pd.DataFrame(rows), meta)
+    return out
+
+
+def rewrite_manifest(ds: Path, manifest: pd.DataFrame) -> None:
+    manifest.to_csv(ds / "manifest.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def valid(tmp_path_factory):
+    ds = make_dataset(tmp_path_factory.mktemp("valid"))
+    return validate_dataset(ds, StandInImagingTask(), ds.parent / "report")
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """One dataset with five independent faults."""
+    ds = make_dataset(tmp_path_factory.mktemp("broken"))
+    m = load_manifest(ds)
+    m.loc[m["id"] == "P4-0", "split"] = "train"  # patient P4 now in train and test
+    m.loc[m["id"] == "P2-1", "label"] = "cat"  # outside the classes
+    m.loc[m["id"] == "P3-1", "content_hash"] = m.loc[m["id"] == "P0-0", "content_hash"].item()
+    m.loc[m["id"] == "P5-1", "intensity_max"] = 1.5
+    rewrite_manifest(ds, m)
+    (ds / "images" / "P1-1.npy").unlink()
+    return validate_dataset(ds, StandInImagingTask(), ds.parent / "report")
+
+
+@pytest.fixture(scope="module")
+def incomplete(tmp_path_factory):
+    """No test split, a NaN intensity and no ``site`` column."""
+    ds = make_dataset(tmp_path_factory.mktemp("incomplete"))
+    m = load_manifest(ds)
+    m.loc[m["split"] == "test", "split"] = "val"
+    m.loc[m["id"] == "P0-1", "intensity_min"] = float("nan")
+    rewrite_manifest(ds, m.drop(columns=["site"]))
+    return validate_dataset(ds, StandInImagingTask(), ds.parent / "report")
+
+
+def failure(report, words: str) -> str:
+    """The one failure line that contains ``words``."""
+    lines = [line for line in report.failures if words in line]
+    assert len(lines) == 1, f"{words!r} in {report.failures}"
+    return lines[0]
+
+
+def test_valid_dataset_passes(valid):
+    assert valid.success, valid.failures
+    assert valid.failures == []
+    assert valid.dataset == "tiny"
+    stats = valid.statistics
+    assert stats["unsuccessful_expectations"] == 0
+    assert stats["evaluated_expectations"] == stats["successful_expectations"] > 20
+
+
+def test_report_json_written(valid, broken):
+    assert valid.report_path.name == "validation.json"
+    data = json.loads(valid.report_path.read_text())
+    assert data["success"] is True
+    assert data["suite_name"] == "imaging-tiny"
+    bad = json.loads(broken.report_path.read_text())
+    assert bad["success"] is False
+    assert bad["medml"]["failures"] == broken.failures
+
+
+def test_data_docs_built(valid):
+    if valid.docs_path is None:
+        pytest.skip("Data Docs could not be built here")
+    assert valid.docs_path == valid.report_path.parent / "data_docs" / "index.html"
+    assert "imaging-tiny" in valid.docs_path.read_text()
+
+
+def test_broken_dataset_fails_once_per_fault(broken):
+    assert not broken.success
+    assert len(broken.failures) == 5, broken.failures
+    assert broken.statistics["unsuccessful_expectations"] == 5
+
+
+def test_patient_in_two_splits_named(broken):
+    line = failure(broken, "no patient is in more than one split")
+    assert "patient P4 in train, test" in line
+    assert "1 patient(s)" in line
+
+
+def test_label_outside_classes_named(broken):
+    line = failure(broken, "labels are among")
+    assert "'cat'" in line and "P2-1" in line
+
+
+def test_duplicate_content_hash_names_ids(broken):
+    line = failure(broken, "no example appears twice")
+    assert "P0-0" in line and "P3-1" in line
+    assert "train, val" in line
+
+
+def test_missing_file_named(broken):
+    line = failure(broken, "every path is a file")
+    assert "images/P1-1.npy" in line
+
+
+def test_intensity_above_one_fails(broken):
+    line = failure(broken, "intensities are at most 1")
+    assert "P5-1" in line and "1.5" in line
+
+
+def test_empty_split_fails(incomplete):
+    assert not incomplete.success
+    line = failure(incomplete, "each split")
+    assert line.endswith("missing: test")
+
+
+def test_nan_intensity_and_missing_column_reported(incomplete):
+    assert "P0-1" in failure(incomplete, "intensity_min is measured")
+    assert "column 'site' is missing" in failure(incomplete, "site")
+    assert len(incomplete.failures) == 3, incomplete.failures
+
+
+def test_derived_columns(tmp_path):
+    (tmp_path / "a.npy").write_bytes(b"x")
+    (tmp_path.parent / "outside.npy").write_bytes(b"x")
+    m = pd.DataFrame({"path": ["a.npy", "b.npy", "../outside.npy", None],
+                      "patient_id": ["P1", "P1", "P2", None],
+                      "split": ["train", "test", "val", "val"]})
+    d = derive_columns(m, tmp_path)
+    assert d[FILE_EXISTS].tolist() == [True, False, False, None]
+    assert d[PATIENT_SPLITS].tolist()[:3] == [2, 2, 1]
+    assert pd.isna(d[PATIENT_SPLITS].iloc[3])
+
+
+def test_imaging_expectations_cover_measured_columns():
+    meta = DatasetMeta(name="x", task="imaging", classes=CLASSES, source="t", format="npy")
+    columns = {e.column for e in imaging_expectations(meta, pd.DataFrame())}
+    assert {"height", "width", "channels", "intensity_min", "intensity_max", "path"} <= columns
+
+
+def test_unreadable_dataset_raises_one_line(tmp_path):
+    with pytest.raises(NotFoundError, match="dataset directory not found"):
+        validate_dataset(tmp_path / "nope", StandInImagingTask(), tmp_path / "r")
+    ds = make_dataset(tmp_path)
+    (ds / "manifest.csv").unlink()
+    with pytest.raises(NotFoundError, match="manifest"):
+        validate_dataset(ds, StandInImagingTask(), tmp_path / "r")
+    (ds / "manifest.csv").write_text(",".join(BASE_COLUMNS) + '\n"a,b\n')
+    with pytest.raises(BadInputError, match="manifest.csv: unreadable manifest") as e:
+        validate_dataset(ds, StandInImagingTask(), tmp_path / "r")
+    assert "\n" not in str(e.value)
+    (ds / "dataset.json").write_text("{not json")
+    with pytest.raises(BadInputError, match="dataset.json"):
+        validate_dataset(ds, StandInImagingTask(), tmp_path / "r")
