@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ def _main(ctx: typer.Context,
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger("medml").setLevel(logging.INFO)
+    if not verbose:  # MLflow's own chatter (schema hints, monitor start/stop) stays out
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", module=r"mlflow\..*")
     ctx.obj = load_settings(params)
 
 

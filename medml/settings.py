@@ -116,7 +116,8 @@ class Settings(BaseSettings):
 
     def prefect_env(self) -> dict[str, str]:
         """Environment for Prefect: its local data under home (embedded) or a server URL."""
-        env = {"PREFECT_HOME": str(self.prefect_home)}
+        env = {"PREFECT_HOME": str(self.prefect_home),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         if self.prefect_api_url:
             env["PREFECT_API_URL"] = self.prefect_api_url
         else:
