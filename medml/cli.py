@@ -65,12 +65,22 @@ def data_generate(ctx: typer.Context, task: str = typer.Option(..., "--task"),
 
 @data_app.command("import")
 def data_import(ctx: typer.Context, src: Path, task: str = typer.Option(..., "--task"),
-                fmt: str = typer.Option(..., "--format"), name: str = typer.Option(..., "--name"),
+                fmt: str = typer.Option(..., "--format"),
+                name: str = typer.Option(None, "--name", help="dataset name"),
+                out_dir: Path = typer.Option(None, "--out", help="write to DIR (no DVC)"),
                 seed: int = 0, overwrite: bool = False) -> None:
-    """Import real data into a DVC-tracked dataset."""
+    """Import real data: into a DVC-tracked dataset (--name), or to a folder (--out)."""
     from medml import lifecycle
 
-    v = lifecycle.create_dataset(_settings(ctx), task, name, fmt=fmt, src=src, seed=seed,
+    s = _settings(ctx)
+    if out_dir is not None:
+        n = lifecycle.materialise(s, task, out_dir, fmt=fmt, src=src, seed=seed,
+                                  overwrite=overwrite)
+        out.print(f"wrote {n} examples to {out_dir}")
+        return
+    if not name:
+        raise MedMLError("give --name NAME (a DVC-tracked dataset) or --out DIR")
+    v = lifecycle.create_dataset(s, task, name, fmt=fmt, src=src, seed=seed,
                                  overwrite=overwrite)
     out.print(f"dataset [bold]{v.name}[/] at {v.path}: dvc md5 {v.md5}, {v.nfiles} files")
 
