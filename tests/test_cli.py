@@ -136,3 +136,29 @@ def test_kill_9_mid_training_then_rerun_resumes(settings: Settings, workspace: P
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert sorted(set(steps)) == list(range(1, epochs + 1))
     assert not list(ckpts.glob("*/last.pt")), "checkpoint dropped once registered"
+
+    # `medml ui` serves the same embedded store: the alias is visible over MLflow's REST API.
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ui = subprocess.Popen([sys.executable, "-m", "medml.cli", "ui", "--port", str(port)],
+                          cwd=workspace, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+    url = (f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/alias"
+           "?name=imaging-demo&alias=champion")
+    try:
+        body = None
+        deadline = time.monotonic() + 120
+        while body is None and time.monotonic() < deadline:
+            try:
+                body = json.load(urllib.request.urlopen(url, timeout=5))
+            except OSError:
+                time.sleep(0.5)
+        assert body and body["model_version"]["version"] == "1"
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

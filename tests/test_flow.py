@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from pydicom.data import get_testdata_file
 
 from flows.lifecycle import lifecycle_flow
 from medml import lifecycle
@@ -54,9 +56,13 @@ def test_lifecycle_registers_gates_and_serves(settings: Settings, workspace: Pat
     arr = np.load(settings.data_dir / "demo" / "images" / "P0000-0.npy")
     png = io.BytesIO()
     Image.fromarray((arr[0] * 255).astype(np.uint8)).save(png, format="PNG")
-    out = model.predict(pd.DataFrame({"image": [arr.tolist(), png.getvalue(), arr[0]]}))
+    dicom = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    b64 = base64.b64encode(png.getvalue()).decode()
+    out = model.predict(pd.DataFrame(
+        {"image": [arr.tolist(), png.getvalue(), arr[0], dicom, b64]}))
     probs = out[[c for c in out.columns if c.startswith("p_")]].to_numpy()
-    assert probs.shape == (3, 3)
+    assert probs.shape == (5, 3)
+    np.testing.assert_allclose(probs[1], probs[4])  # base64 text = the same PNG bytes
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(probs[0], probs[1], atol=0.02)  # array and PNG agree
     assert set(out["label"]) <= {"normal", "benign", "malignant"}
