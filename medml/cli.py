@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -176,6 +175,17 @@ def train(ctx: typer.Context, dataset: str = typer.Option(..., "--dataset")) -> 
 
 
 @app.command()
+def evaluate(ctx: typer.Context, model: str = typer.Argument(..., help="NAME@alias or NAME/V"),
+             dataset: str = typer.Option(..., "--dataset")) -> None:
+    """Evaluate a registered model on a dataset's test split (a new MLflow run)."""
+    from medml import lifecycle
+
+    ev = lifecycle.evaluate_registered(_settings(ctx), model, dataset)
+    out.print(f"run {ev.run_id}: " + ", ".join(f"{k} {v:.4f}"
+                                              for k, v in sorted(ev.metrics.items())))
+
+
+@app.command()
 def promote(ctx: typer.Context, name: str,
             version: str = typer.Option(None, "--version")) -> None:
     """Run the gate on a version (default: the latest); exit 1 if refused."""
@@ -203,18 +213,13 @@ def ui(ctx: typer.Context, port: int = 5000, host: str = "127.0.0.1") -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line and an exit code, never a traceback."""
+    """Entry point: user errors become one line and an exit code, never a traceback.
+    (Usage errors are Typer's own: a short message and exit code 2.)"""
     try:
-        code = app(standalone_mode=False)
+        app()
     except MedMLError as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
         sys.exit(exc.exit_code)
-    except click.UsageError as exc:
-        exc.show()
-        sys.exit(2)
-    except click.Abort:
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -192,40 +192,57 @@ class Evaluated:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def evaluate(settings: Settings, name: str, trained: Trained) -> Evaluated:
-    """Test-split metrics, plots and subgroup tables into the run; log the pyfunc model."""
-    import matplotlib.pyplot as plt
-    import mlflow
+def _score_test(settings: Settings, ds: OpenDataset, bundle_path: str):
+    """Predict the test split with a saved bundle; the task's full evaluation."""
     import torch
 
-    from medml import tracking
     from medml.train import pick_device
 
-    ds = open_dataset(settings, name)
     task = get_task(ds.meta.task)
     params = settings.task(task.name)
     manifest = ds.manifest()
-    tracking.configure(settings)
-    bundle = torch.load(trained.bundle_path, map_location="cpu", weights_only=False)
+    bundle = torch.load(bundle_path, map_location="cpu", weights_only=False)
     spec = bundle["spec"]
+    if bundle.get("task") != task.name:
+        raise BadInputError(f"model is a {bundle.get('task')} model; dataset {ds.meta.name!r} "
+                            f"is {task.name}")
     device = pick_device(params.train.device)
     model = task.rebuild_model(spec)
     model.load_state_dict(bundle["state_dict"])
     model.to(device)
     test = task.datasets(ds.path, ds.meta, manifest[manifest["split"] == "test"], params)["test"]
-    pred = task.predict_split(model, test, spec, device)
-    result = task.evaluate(pred, manifest, spec, params)
+    result = task.evaluate(task.predict_split(model, test, spec, device), manifest, spec,
+                           params)
     metrics = {f"test_{k}": float(v) for k, v in result.metrics.items()
                if v is not None and math.isfinite(v)}
+    return task, spec, manifest, result, metrics
+
+
+def _log_evaluation(result, metrics: dict[str, float]) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_metrics(metrics)
+    for fname, fig in result.figures.items():
+        mlflow.log_figure(fig, f"plots/{fname}")
+        plt.close(fig)
+    for fname, table in result.tables.items():
+        mlflow.log_table(table, f"eval/{fname}")
+    if result.predictions is not None:
+        mlflow.log_table(result.predictions, "eval/test_predictions.json")
+
+
+def evaluate(settings: Settings, name: str, trained: Trained) -> Evaluated:
+    """Test-split metrics, plots and subgroup tables into the run; log the pyfunc model."""
+    import mlflow
+
+    from medml import tracking
+
+    ds = open_dataset(settings, name)
+    tracking.configure(settings)
+    task, spec, manifest, result, metrics = _score_test(settings, ds, trained.bundle_path)
     with mlflow.start_run(run_id=trained.run_id):
-        mlflow.log_metrics(metrics)
-        for fname, fig in result.figures.items():
-            mlflow.log_figure(fig, f"plots/{fname}")
-            plt.close(fig)
-        for fname, table in result.tables.items():
-            mlflow.log_table(table, f"eval/{fname}")
-        if result.predictions is not None:
-            mlflow.log_table(result.predictions, "eval/test_predictions.json")
+        _log_evaluation(result, metrics)
         signature, example = task.signature_and_example(spec, ds.path, manifest)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=task.pyfunc(),
@@ -233,6 +250,43 @@ def evaluate(settings: Settings, name: str, trained: Trained) -> Evaluated:
             input_example=example, pip_requirements=_requirements())
     log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
     return Evaluated(trained.run_id, info.model_uri, metrics)
+
+
+def evaluate_registered(settings: Settings, model_ref: str, name: str) -> Evaluated:
+    """Evaluate a registered version (``MODEL@alias`` or ``MODEL/version``) on the test
+    split of dataset ``name``, in a new MLflow run that names the version and the data."""
+    import mlflow
+
+    from medml import tracking
+
+    ds = open_dataset(settings, name)
+    tracking.configure(settings)
+    model, version = _resolve(model_ref)
+    try:
+        local = mlflow.artifacts.download_artifacts(f"models:/{model}{version}")
+    except mlflow.exceptions.MlflowException as exc:
+        raise NotFoundError(f"model {model_ref!r} not found in {settings.mlflow_uri}") from exc
+    bundle = next(Path(local).rglob("bundle.pt"), None)
+    if bundle is None:
+        raise NotFoundError(f"model {model_ref!r} carries no MedML bundle")
+    _, _, _, result, metrics = _score_test(settings, ds, str(bundle))
+    with mlflow.start_run(run_name=f"evaluate-{model_ref}-on-{name}") as run:
+        mlflow.set_tags({"medml.evaluation_of": model_ref, "medml.dataset": name,
+                         "medml.data_md5": ds.version.md5})
+        _log_evaluation(result, metrics)
+    return Evaluated(run.info.run_id, f"models:/{model}{version}", metrics)
+
+
+def _resolve(model_ref: str) -> tuple[str, str]:
+    """``NAME@alias`` -> (NAME, "@alias"); ``NAME/3`` or ``NAME:3`` -> (NAME, "/3")."""
+    if "@" in model_ref:
+        name, alias = model_ref.split("@", 1)
+        return name, f"@{alias}"
+    for sep in ("/", ":"):
+        if sep in model_ref:
+            name, version = model_ref.rsplit(sep, 1)
+            return name, f"/{version}"
+    return model_ref, "@champion"
 
 
 def _requirements() -> list[str]:

@@ -67,6 +67,11 @@ def test_lifecycle_registers_gates_and_serves(settings: Settings, workspace: Pat
     np.testing.assert_allclose(probs[0], probs[1], atol=0.02)  # array and PNG agree
     assert set(out["label"]) <= {"normal", "benign", "malignant"}
 
+    # `medml evaluate`: the registered artifact reproduces the run's test metrics.
+    again = lifecycle.evaluate_registered(settings, "demo-model@champion", "demo")
+    assert again.metrics["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"])
+    assert client.get_run(again.run_id).data.tags["medml.evaluation_of"] == "demo-model@champion"
+
     # A second model that fails the gate is registered but does not become champion.
     strict = settings.model_copy(deep=True)
     strict.tasks["imaging"].gate.floors = {"auroc": 1.01}

@@ -13,7 +13,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,13 @@ def load_meta(dataset_dir: Path) -> DatasetMeta:
             f"{dataset_dir}: no dataset here ({META} missing); "
             "create it with `medml data import` or `medml data generate`"
         )
-    return DatasetMeta(**json.loads(path.read_text()))
+    try:
+        raw = json.loads(path.read_text())
+        known = {f.name for f in fields(DatasetMeta)}  # older/newer keys are ignored
+        return DatasetMeta(**{k: v for k, v in raw.items() if k in known})
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise BadInputError(f"{path}: unreadable dataset metadata ({exc}); re-import the "
+                            "dataset") from exc
 
 
 def load_manifest(dataset_dir: Path) -> pd.DataFrame:
