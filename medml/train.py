@@ -72,11 +72,6 @@ def _atomic_save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)  # a kill mid-write never leaves a half checkpoint
 
 
-def _inputs(loader, device: torch.device):
-    for batch in loader:
-        yield batch[0].to(device) if isinstance(batch, list | tuple) else batch
-
-
 def fit(
     task: Task,
     datasets: dict[str, Dataset],
@@ -173,7 +168,8 @@ def fit(
     if averaged is not None and int(averaged.n_averaged) > 0:
         # Recompute BatchNorm statistics for the averaged weights (one pass, no grad).
         loader = task.loader(datasets["train"], params.batch_size, False, device, workers)
-        torch.optim.swa_utils.update_bn(_inputs(loader, device), averaged, device)
+        torch.optim.swa_utils.update_bn((task.model_input(b, device) for b in loader),
+                                        averaged, device)
         model = averaged.module
     bundle_path = checkpoint_dir / "bundle.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -99,3 +99,17 @@ def test_training_resumes_to_the_same_weights_as_an_unbroken_run(demo_dir: Path,
         torch.testing.assert_close(a[k], b[k])
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert np.isfinite(resumed.history[-1]["val_auroc"])
+
+
+def test_weight_averaging_changes_the_final_weights(demo_dir: Path, tmp_path: Path) -> None:
+    task, data, spec, params = _setup(demo_dir, epochs=3)
+    plain = fit(task, data, spec, params.train, tmp_path / "plain", progress=False)
+    task, data, spec, params = _setup(demo_dir, epochs=3)
+    params.train.average_from = 0.3
+    avg = fit(task, data, spec, params.train, tmp_path / "avg", progress=False)
+    a = torch.load(plain.bundle_path, weights_only=False)["state_dict"]
+    b = torch.load(avg.bundle_path, weights_only=False)["state_dict"]
+    assert a.keys() == b.keys()  # the averaged model saves like a plain one
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    net = task.rebuild_model(spec)
+    net.load_state_dict(b)

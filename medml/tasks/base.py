@@ -84,6 +84,12 @@ class Task(ABC):
                num_workers: int, generator: torch.Generator | None = None) -> DataLoader:
         """A DataLoader with the task's collation."""
 
+    def model_input(self, batch: Any, device: torch.device) -> Any:
+        """What ``model(...)`` takes from a batch (used to refresh BatchNorm statistics of
+        averaged weights). Default: the first element of an (inputs, targets) batch."""
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return x.to(device)
+
     @abstractmethod
     def predict_split(self, model: nn.Module, dataset: Dataset, spec: dict,
                       device: torch.device) -> pd.DataFrame:
