@@ -39,8 +39,11 @@ def _main(ctx: typer.Context,
                         handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger("medml").setLevel(logging.INFO)
     if not verbose:  # MLflow's own chatter (schema hints, monitor start/stop) stays out
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore", module=r"mlflow\..*")
+        for hint in (r".*type hints to the `predict`", r"Hint: Inferred schema",
+                     r"The specified dataset source can be interpreted"):
+            warnings.filterwarnings("ignore", message=hint)
     ctx.obj = load_settings(params)
 
 
