@@ -153,8 +153,10 @@ def demo(ctx: typer.Context, task: str = typer.Option("imaging", "--task"),
         params = s.task(name)
         demo_cfg = dict(params.demo)
         train_over = demo_cfg.pop("train", {})
+        data_over = demo_cfg.pop("data", {})
         tp = params.model_copy(update={
             "demo": demo_cfg,
+            "data": {**params.data, **data_over},
             "train": params.train.model_copy(update=train_over)})
         ds_settings = s.model_copy(update={"tasks": {**s.tasks, name: tp}})
         dataset = f"demo-{name}"
