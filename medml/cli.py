@@ -13,9 +13,10 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
-from medml.errors import CheckFailed, MedMLError
+from medml.errors import BadInputError, CheckFailed, MedMLError, NotFoundError
 from medml.settings import Settings, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -95,6 +96,8 @@ def data_validate(ctx: typer.Context, name: str) -> None:
     report = lifecycle.validate(_settings(ctx), name)
     for line in report.failures:
         out.print(f"[red]FAIL[/] {line}")
+    for line in report.accepted:
+        out.print(f"[yellow]ACCEPTED[/] {line}")
     out.print(f"report: {report.report_path}")
     if report.docs_path:
         out.print(f"data docs: {report.docs_path}")
@@ -119,7 +122,8 @@ def _summary(result: dict[str, Any], s: Settings) -> None:
         table.add_row(k, f"{v:.4f}")
     out.print(table)
     d = result["decision"]
-    out.print(f"gate: {'[green]passed' if d.passed else '[red]refused'}[/] ({d.reasons()}); "
+    out.print(f"gate: {'[green]passed' if d.passed else '[red]refused'}[/] "
+              f"({escape(d.reasons())}); "
               f"alias champion -> version {d.version}" if d.passed else "")
     out.print(f"MLflow run {result['run_id']}, Prefect flow run {result['flow_run_id']}; "
               f"store {s.mlflow_uri}; browse with `medml ui`")
@@ -190,19 +194,147 @@ def evaluate(ctx: typer.Context, model: str = typer.Argument(..., help="NAME@ali
                                               for k, v in sorted(ev.metrics.items())))
 
 
-@app.command()
-def promote(ctx: typer.Context, name: str,
-            version: str = typer.Option(None, "--version")) -> None:
-    """Run the gate on a version (default: the latest); exit 1 if refused."""
-    from medml import lifecycle
-
-    d = lifecycle.promote(_settings(ctx), name, version)
+def _print_decision(d: Any) -> None:
     for c in d.checks:
         mark = "[green]pass[/]" if c["passed"] else "[red]FAIL[/]"
-        out.print(f"{mark} {c['check']}: {c['value']:.4f} {c['op']} {c['bound']}")
+        extra = c.get("detail") or {}
+        ci = (f" (difference {extra['difference']:+.4f}, {extra['level']:.0%} CI "
+              f"[{extra['ci_low']:+.4f}, {extra['ci_high']:+.4f}] vs champion)"
+              if "ci_low" in extra else "")
+        out.print(f"{mark} {escape(c['check'])}: {_num(c['value'])} {c['op']} "
+                  f"{_num(c['bound'])}{ci}")
+    for note in d.notes:
+        out.print(f"[dim]note: {escape(note)}[/]")
+
+
+def _num(v: Any) -> str:
+    return "nan" if v is None or v != v else f"{v:.4f}"
+
+
+@app.command()
+def promote(ctx: typer.Context, name: str,
+            version: str = typer.Option(None, "--version"),
+            by: str = typer.Option(None, "--by", help="who asks (default: the OS user)")) -> None:
+    """Run the gate on a version (default: the latest); exit 1 if refused."""
+    import getpass
+
+    from medml import lifecycle
+
+    d = lifecycle.promote(_settings(ctx), name, version, who=by or getpass.getuser())
+    _print_decision(d)
+    out.print(f"decision {d.decision_id}")
     if not d.passed:
         raise CheckFailed(f"{name} version {d.version} not promoted: {d.reasons()}")
     out.print(f"[green]{name} version {d.version} is now champion[/]")
+
+
+@app.command()
+def approve(ctx: typer.Context, name: str, version: str,
+            by: str = typer.Option(..., "--by", help="who approves"),
+            reason: str = typer.Option(..., "--reason"),
+            reject: bool = typer.Option(False, "--reject", help="answer no instead")) -> None:
+    """Answer a lifecycle run that waits for approval of NAME VERSION."""
+    from uuid import UUID
+
+    import mlflow
+
+    from medml import tracking
+
+    s = _settings(ctx)
+    tracking.configure(s)
+    try:
+        mv = mlflow.MlflowClient().get_model_version(name, version)
+    except mlflow.exceptions.MlflowException as exc:
+        raise NotFoundError(f"model {name!r} has no version {version}") from exc
+    run_id = mv.tags.get("flow_run_id")
+    if not run_id:
+        raise MedMLError(f"{name} version {version} was not registered by a lifecycle flow run; "
+                         f"promote it with `medml promote {name} --version {version}`")
+    os.environ.update(s.prefect_env())
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        resume_flow_run(UUID(run_id), run_input={"approved": not reject, "by": by,
+                                                 "reason": reason})
+    except NotPausedError as exc:
+        raise MedMLError(f"flow run {run_id} of {name} version {version} is not waiting for "
+                         "approval") from exc
+    except FlowPauseTimeout as exc:
+        raise MedMLError(f"flow run {run_id} of {name} version {version} waited too long; "
+                         "it can no longer be approved") from exc
+    out.print(f"{'rejected' if reject else 'approved'} {name} version {version} "
+              f"(flow run {run_id})")
+
+
+@app.command()
+def rollback(ctx: typer.Context, name: str,
+             by: str = typer.Option(None, "--by", help="who (default: the OS user)"),
+             reason: str = typer.Option("", "--reason")) -> None:
+    """Move alias champion back to the previous champion (recorded in the alias history)."""
+    from medml import registry
+
+    e = registry.rollback(_settings(ctx), name, who=by, why=reason)
+    out.print(f"{name}: champion {e['from_version']} -> {e['to_version']} (by {e['who']})")
+
+
+@app.command()
+def lineage(ctx: typer.Context,
+            target: str = typer.Argument(..., metavar="NAME@REF",
+                                         help="NAME@alias or NAME/V; or `verify NAME@REF`"),
+            ref: str = typer.Argument(None, hidden=True),
+            fmt: str = typer.Option("md", "--format", "-f", help="json, md or html"),
+            output: Path = typer.Option(None, "--output", "-o", help="write to this file")
+            ) -> None:
+    """The evidence pack of a registered version (data, code, environment, validation,
+    metrics, gate decisions, alias history, deployments); `medml lineage verify NAME@REF`
+    recomputes the data and model hashes and exits 1 naming what changed."""
+    from medml import lineage as lin
+
+    s = _settings(ctx)
+    if target == "verify":
+        if not ref:
+            raise BadInputError("give the model to verify: medml lineage verify NAME@REF")
+        problems = lin.verify(s, ref)
+        for line in problems:
+            out.print(f"[red]CHANGED[/] {escape(line)}", soft_wrap=True)
+        if problems:
+            raise CheckFailed(f"{ref}: {len(problems)} hash(es) differ from the registered ones")
+        out.print(f"[green]{ref}: data and model artifact match their registered hashes[/]")
+        return
+    if ref:
+        raise BadInputError(f"unexpected argument {ref!r}; use medml lineage NAME@REF "
+                            "or medml lineage verify NAME@REF")
+    if fmt not in lin.FORMATS:
+        raise BadInputError(f"unknown format {fmt!r}; choose one of: {', '.join(lin.FORMATS)}")
+    text = lin.render(lin.collect(s, target), fmt)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def serve(ctx: typer.Context, name: str = typer.Argument(..., help="registered model name"),
+          alias: str = typer.Option("champion", "--alias", help="the alias to follow"),
+          host: str = typer.Option("127.0.0.1", "--host"),
+          port: int = typer.Option(8080, "--port"),
+          token: str = typer.Option(None, "--token", envvar="MEDML_SERVE_TOKEN",
+                                    help="require this bearer token (default: none)"),
+          max_batch: int = typer.Option(32, "--max-batch", help="items per model call"),
+          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms",
+                                            help="how long a batch waits for more under load"),
+          max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="request size limit"),
+          poll_s: float = typer.Option(2.0, "--poll-s", help="how often the alias is checked")
+          ) -> None:
+    """Serve NAME@champion over HTTP (POST /predict, GET /health, GET /version, /docs),
+    following the alias without a restart."""
+    from medml.serving import serve as run
+
+    run(_settings(ctx), name, alias=alias, host=host, port=port, token=token,
+        max_batch=max_batch, max_wait_ms=max_wait_ms,
+        max_body_bytes=int(max_body_mb * 1024 * 1024), poll_s=poll_s)
 
 
 @app.command()

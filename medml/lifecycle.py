@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import shutil
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,8 +94,11 @@ def validate(settings: Settings, name: str, check: bool = False):
 
     ds = open_dataset(settings, name)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    accept = settings.datasets[name].accept if name in settings.datasets else {}
     report = validate_dataset(ds.path, get_task(ds.meta.task),
-                              settings.state_dir / "validation" / name / stamp)
+                              settings.state_dir / "validation" / name / stamp, accept=accept)
+    for line in report.accepted:
+        log.warning("dataset %r: %s", name, line)
     if check and not report.success:
         raise CheckFailed(f"dataset {name!r} failed validation ({len(report.failures)} "
                           f"checks): {report.failures[0]}; report: {report.report_path}")
@@ -172,6 +176,9 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
                 tags={"dvc_md5": ds.version.md5, "git_commit": ds.version.git_commit or ""})
             if validation_report:
                 mlflow.log_artifacts(str(Path(validation_report).parent), "validation")
+                accepted = json.loads(Path(validation_report).read_text()).get(
+                    "medml", {}).get("accepted", [])
+                mlflow.set_tag("medml.validation.accepted", str(len(accepted)))
         outcome = fit(task, datasets, spec, params.train, ckpt,
                       on_epoch=lambda e, m: mlflow.log_metrics(m, step=e),
                       extra={"run_id": run.info.run_id, "data_version": ds.version.as_dict()},
@@ -210,12 +217,21 @@ def _score_test(settings: Settings, ds: OpenDataset, bundle_path: str):
     model = task.rebuild_model(spec)
     model.load_state_dict(bundle["state_dict"])
     model.to(device)
+    params = task.params_for(params, spec)
     test = task.datasets(ds.path, ds.meta, manifest[manifest["split"] == "test"], params)["test"]
     result = task.evaluate(task.predict_split(model, test, spec, device), manifest, spec,
                            params)
     metrics = {f"test_{k}": float(v) for k, v in result.metrics.items()
                if v is not None and math.isfinite(v)}
     return task, spec, manifest, result, metrics
+
+
+def _drop_figures(result) -> None:
+    """Close the plots of an evaluation that is not logged (pyplot keeps them otherwise)."""
+    import matplotlib.pyplot as plt
+
+    for fig in result.figures.values():
+        plt.close(fig)
 
 
 def _log_evaluation(result, metrics: dict[str, float]) -> None:
@@ -252,6 +268,20 @@ def evaluate(settings: Settings, name: str, trained: Trained) -> Evaluated:
     return Evaluated(trained.run_id, info.model_uri, metrics)
 
 
+def _registered_bundle(settings: Settings, model: str, ref: str) -> Path:
+    """Download a registered version (``ref``: "@alias" or "/version") and find its bundle."""
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(f"models:/{model}{ref}")
+    except mlflow.exceptions.MlflowException as exc:
+        raise NotFoundError(f"model '{model}{ref}' not found in {settings.mlflow_uri}") from exc
+    bundle = next(Path(local).rglob("bundle.pt"), None)
+    if bundle is None:
+        raise NotFoundError(f"model '{model}{ref}' carries no MedML bundle")
+    return bundle
+
+
 def evaluate_registered(settings: Settings, model_ref: str, name: str) -> Evaluated:
     """Evaluate a registered version (``MODEL@alias`` or ``MODEL/version``) on the test
     split of dataset ``name``, in a new MLflow run that names the version and the data."""
@@ -262,13 +292,7 @@ def evaluate_registered(settings: Settings, model_ref: str, name: str) -> Evalua
     ds = open_dataset(settings, name)
     tracking.configure(settings)
     model, version = _resolve(model_ref)
-    try:
-        local = mlflow.artifacts.download_artifacts(f"models:/{model}{version}")
-    except mlflow.exceptions.MlflowException as exc:
-        raise NotFoundError(f"model {model_ref!r} not found in {settings.mlflow_uri}") from exc
-    bundle = next(Path(local).rglob("bundle.pt"), None)
-    if bundle is None:
-        raise NotFoundError(f"model {model_ref!r} carries no MedML bundle")
+    bundle = _registered_bundle(settings, model, version)
     _, _, _, result, metrics = _score_test(settings, ds, str(bundle))
     with mlflow.start_run(run_name=f"evaluate-{model_ref}-on-{name}") as run:
         mlflow.set_tags({"medml.evaluation_of": model_ref, "medml.dataset": name,
@@ -320,6 +344,17 @@ def register(settings: Settings, model_name: str, evaluated: Evaluated, trained:
         client.create_registered_model(model_name, tags={"task": tags["task"]})
     mv = client.create_model_version(model_name, evaluated.model_uri, run_id=evaluated.run_id,
                                      tags=tags)
+    from medml import lineage, modelcard, registry
+
+    try:  # the evidence a version needs: artifact hashes, model card, challenger alias
+        lineage.record_model_files(client, model_name, mv.version)
+        modelcard.log(settings, model_name, mv.version)
+        registry.set_alias(client, model_name, "challenger", str(mv.version), who="lifecycle",
+                           why=f"registered from run {evaluated.run_id}"
+                               + (f", flow run {flow_run_id}" if flow_run_id else ""))
+    except BaseException:
+        client.delete_model_version(model_name, str(mv.version))
+        raise
     shutil.rmtree(trained.checkpoint_dir, ignore_errors=True)
     log.info("registered %s version %s", model_name, mv.version)
     return str(mv.version)
@@ -332,47 +367,146 @@ class GateDecision:
     passed: bool
     checks: list[dict]
     decided_at: str
+    decision_id: str = ""
+    champion_version: str | None = None  # the champion it was compared with, if any
+    dataset: str = ""
+    data_md5: str = ""
+    notes: list[str] = field(default_factory=list)
+    approval: dict | None = None
 
     def reasons(self) -> str:
-        failed = [c for c in self.checks if not c["passed"]]
         if not self.checks:
             return "no check configured"
-        return "; ".join(f"{c['check']}: {c['value']:.4f} {c['op']} {c['bound']}"
+        failed = [c for c in self.checks if not c["passed"]]
+        return "; ".join(f"{c['check']}: {_num(c['value'])} {c['op']} {_num(c['bound'])}"
                          for c in (failed or self.checks))
 
 
-def promote(settings: Settings, model_name: str, version: str | None = None) -> GateDecision:
-    """Judge a version on the configured floors; on pass, move alias ``champion`` to it.
+def _num(v: float) -> str:
+    return "nan" if v is None or v != v else f"{v:.4f}"
 
-    The decision (each check, its value, bound and verdict) is stored on the version."""
+
+def _version(client, model_name: str, version: str | None):
     import mlflow
 
-    from medml import tracking
-
-    tracking.configure(settings)
-    client = mlflow.MlflowClient()
     try:
         versions = client.search_model_versions(f"name='{model_name}'")
     except mlflow.exceptions.MlflowException as exc:
-        raise NotFoundError(f"model {model_name!r} not found in {settings.mlflow_uri}") from exc
+        raise NotFoundError(f"model {model_name!r} not found") from exc
     if not versions:
         raise NotFoundError(f"model {model_name!r} has no registered version")
     mv = (max(versions, key=lambda v: int(v.version)) if version is None
           else next((v for v in versions if str(v.version) == str(version)), None))
     if mv is None:
         raise NotFoundError(f"model {model_name!r} has no version {version}")
-    metrics = client.get_run(mv.run_id).data.metrics
-    floors = settings.task(mv.tags.get("task", "")).gate.floors
-    checks = []
-    for metric, bound in floors.items():
-        value = metrics.get(f"test_{metric}", float("nan"))
-        checks.append({"check": f"floor:{metric}", "value": value, "op": ">=", "bound": bound,
-                       "passed": bool(value >= bound)})
-    decision = GateDecision(model_name, str(mv.version), bool(checks) and all(
-        c["passed"] for c in checks), checks, datetime.now(UTC).isoformat(timespec="seconds"))
-    client.set_model_version_tag(model_name, mv.version, "gate.decision",
-                                 json.dumps(asdict(decision)))
-    client.set_model_version_tag(model_name, mv.version, "gate.passed", str(decision.passed))
+    return mv
+
+
+def _champion(client, model_name: str):
+    import mlflow
+
+    try:
+        return client.get_model_version_by_alias(model_name, "champion")
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def judge(settings: Settings, model_name: str, version: str | None = None) -> GateDecision:
+    """Run the gate's checks on a registered version, against the current champion scored on
+    the same frozen test set (the candidate's dataset at its registered DVC version)."""
+    import mlflow
+
+    from medml import gate, tracking
+
+    tracking.configure(settings)
+    client = mlflow.MlflowClient()
+    mv = _version(client, model_name, version)
+    dataset = mv.tags.get("dataset", "")
+    ds = open_dataset(settings, dataset)
+    task = get_task(mv.tags.get("task", ds.meta.task))
+    params = settings.task(task.name)
+    checks: list[gate.Check] = []
+    if ds.version.md5 != mv.tags.get("dvc_data_hash", ds.version.md5):
+        checks.append(gate.Check("frozen_test_set", float("nan"), "==", float("nan"), False, {
+            "registered": mv.tags.get("dvc_data_hash"), "now": ds.version.md5}))
+    _, spec, manifest, cand, _ = _score_test(settings, ds, str(
+        _registered_bundle(settings, model_name, f"/{mv.version}")))
+    _drop_figures(cand)
+    champion = _champion(client, model_name)
+    if champion is not None and str(champion.version) == str(mv.version):
+        champion = None  # re-judging the champion itself: floors only
+    champ = None
+    if champion is not None:
+        _, _, _, champ, _ = _score_test(settings, ds, str(
+            _registered_bundle(settings, model_name, f"/{champion.version}")))
+        _drop_figures(champ)
+    more, notes = gate.judge(
+        params.gate, lambda p: task.score(p, spec), cand.predictions, manifest,
+        group_column=task.group_column, subgroup_columns=task.subgroup_columns,
+        champ=champ.predictions if champ is not None else None, seed=params.train.seed)
+    checks += more
+    return GateDecision(
+        model_name, str(mv.version), bool(checks) and all(c.passed for c in checks),
+        gate.checks_as_dicts(checks), datetime.now(UTC).isoformat(timespec="seconds"),
+        decision_id=uuid.uuid4().hex[:12],
+        champion_version=str(champion.version) if champion is not None else None,
+        dataset=dataset, data_md5=ds.version.md5, notes=notes)
+
+
+def record_decision(settings: Settings, decision: GateDecision) -> None:
+    """Store a decision durably in the tracking store: a JSON artifact in the version's run
+    (``gate/decision-<id>.json``) and tags on the version."""
+    import mlflow
+
+    from medml import tracking
+
+    tracking.configure(settings)
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version(decision.model, decision.version)
+    payload = json.dumps(asdict(decision), indent=2, default=str)
+    client.log_text(mv.run_id, payload, f"gate/decision-{decision.decision_id}.json")
+    failed = [c["check"] for c in decision.checks if not c["passed"]]
+    for key, value in {"gate.decision_id": decision.decision_id,
+                       "gate.passed": str(decision.passed),
+                       "gate.failed_checks": ", ".join(failed)[:4000],
+                       "gate.decided_at": decision.decided_at}.items():
+        client.set_model_version_tag(decision.model, decision.version, key, value)
+
+
+def conclude(settings: Settings, decision: GateDecision, approval: dict | None = None, *,
+             who: str = "gate") -> GateDecision:
+    """Finish a decision: apply the human approval when the task's gate asks for one (no
+    answer means not promoted), record it durably, and on pass move alias ``champion`` to
+    the version with an entry in the alias history."""
+    from medml import registry
+
+    gate_params = settings.task(_task_of(settings, decision.model, decision.version)).gate
+    if decision.passed and gate_params.approval:
+        decision.approval = approval or {"approved": False, "by": None,
+                                         "reason": "no approval before the timeout"}
+        decision.passed = bool(decision.approval.get("approved"))
+    record_decision(settings, decision)
     if decision.passed:
-        client.set_registered_model_alias(model_name, "champion", mv.version)
+        by = (decision.approval or {}).get("by") or who
+        registry.set_alias(settings, decision.model, "champion", decision.version, who=by,
+                           why=f"gate passed: {decision.reasons()}",
+                           decision_id=decision.decision_id)
+    from medml import modelcard
+
+    modelcard.log(settings, decision.model, decision.version)  # now with its gate decision
     return decision
+
+
+def promote(settings: Settings, model_name: str, version: str | None = None, *,
+            who: str = "gate", approval: dict | None = None) -> GateDecision:
+    """``judge`` then ``conclude``: the gate in one call (CLI ``medml promote``)."""
+    return conclude(settings, judge(settings, model_name, version), approval, who=who)
+
+
+def _task_of(settings: Settings, model_name: str, version: str) -> str:
+    import mlflow
+
+    from medml import tracking
+
+    tracking.configure(settings)
+    return mlflow.MlflowClient().get_model_version(model_name, version).tags.get("task", "")

@@ -38,9 +38,26 @@ class TrainParams(BaseModel):
 
 
 class GateParams(BaseModel):
-    """Promotion gate. Here: absolute floors on test metrics (the full gate is its own issue)."""
+    """Promotion gate (medml/gate.py). Metrics are the task's test metrics, without the
+    ``test_`` prefix. A gate with no check configured refuses to promote."""
 
-    floors: dict[str, float] = Field(default_factory=lambda: {"auroc": 0.75})
+    floors: dict[str, float] = Field(default_factory=dict)  # metric >= bound
+    ceilings: dict[str, float] = Field(default_factory=dict)  # metric <= bound (e.g. ece)
+    non_inferiority: dict[str, float] = Field(default_factory=dict)  # metric -> margin
+    subgroup_floors: dict[str, float] = Field(default_factory=dict)  # in every subgroup
+    min_subgroup_n: int = 30  # subgroups with fewer test examples are not judged
+    bootstrap: int = 500  # resamples for the paired non-inferiority CI
+    level: float = 0.95  # confidence level of that CI
+    approval: bool = False  # wait for a human approval after the checks pass
+    approval_timeout_s: int = 3600  # no answer in time: not promoted
+
+
+class DatasetParams(BaseModel):
+    """Per-dataset settings, keyed by dataset name under ``datasets:`` in params.yaml."""
+
+    # Validation findings accepted for this dataset: check name -> why. An accepted failure
+    # is still reported (and recorded with the run) but does not stop the lifecycle.
+    accept: dict[str, str] = Field(default_factory=dict)
 
 
 class TaskParams(BaseModel):
@@ -68,6 +85,7 @@ class Settings(BaseSettings):
     experiment: str = "medml"
     shared_data: Path | None = None  # where ../shared/data lives, for real-data benchmarks
     tasks: dict[str, TaskParams] = Field(default_factory=dict)
+    datasets: dict[str, DatasetParams] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,13 @@ class ValidationReport:
     statistics: dict  # evaluated / successful / unsuccessful expectation counts
     report_path: Path  # JSON of the GX validation results
     docs_path: Path | None  # Data Docs HTML index, None when it could not be built
+    accepted: list[str] = field(default_factory=list)  # failed but accepted (with reason)
+
+
+def check_name(cfg: Any) -> str:
+    """The name a failed expectation is accepted by: its ``meta.check`` or ``type:column``."""
+    meta = cfg.meta or {}
+    return meta.get("check") or f"{cfg.type}:{cfg.kwargs.get('column')}"
 
 
 def shared_expectations(meta: DatasetMeta) -> list:
@@ -77,7 +84,7 @@ def shared_expectations(meta: DatasetMeta) -> list:
             column="split", value_set=list(SPLITS),
             description=f"each split ({', '.join(SPLITS)}) has at least one example"),
         gxe.ExpectColumnValuesToBeUnique(
-            column="content_hash",
+            column="content_hash", meta={"check": "duplicate_examples"},
             description="no example appears twice (same content_hash, within or across splits)"),
         gxe.ExpectColumnDistinctValuesToContainSet(
             column="label", value_set=list(meta.classes), row_condition=Column("split") == "train",
@@ -88,7 +95,7 @@ def shared_expectations(meta: DatasetMeta) -> list:
     ]
     if meta.patient_level_split:
         exps.append(gxe.ExpectColumnValuesToBeBetween(
-            column=PATIENT_SPLITS, min_value=1, max_value=1,
+            column=PATIENT_SPLITS, min_value=1, max_value=1, meta={"check": "patient_leak"},
             description="no patient is in more than one split"))
     return exps
 
@@ -118,10 +125,16 @@ def derive_columns(manifest: pd.DataFrame, dataset_dir: Path) -> pd.DataFrame:
     return df
 
 
-def validate_dataset(dataset_dir: Path, task: Task, report_dir: Path) -> ValidationReport:
+def validate_dataset(dataset_dir: Path, task: Task, report_dir: Path,
+                     accept: dict[str, str] | None = None) -> ValidationReport:
     """Run the dataset's suite (shared + ``task.expectations``); write the JSON results and
     Data Docs into ``report_dir``. Failed expectations give ``success=False``, not an error;
-    an unreadable dataset raises NotFoundError or BadInputError naming the file."""
+    an unreadable dataset raises NotFoundError or BadInputError naming the file.
+
+    ``accept`` maps check names (``check_name``) to the reason they are accepted for this
+    dataset: such failures are listed in ``accepted`` and do not make the validation fail.
+    """
+    accept = accept or {}
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     dataset_dir = Path(dataset_dir)
     report_dir = Path(report_dir)
@@ -151,18 +164,23 @@ def validate_dataset(dataset_dir: Path, task: Task, report_dir: Path) -> Validat
     order = {e.id: i for i, e in enumerate(suite.expectations)}
     failed = sorted((r for r in result.results if not r.success),
                     key=lambda r: order.get(r.expectation_config.id, len(order)))
+    waived = [r for r in failed if check_name(r.expectation_config) in accept]
+    failed = [r for r in failed if r not in waived]
     failures = _failure_lines(failed, df)
-    statistics = {**dict(result.statistics), "rows": len(df)}
+    accepted = [f"{line} [accepted as '{check_name(r.expectation_config)}': "
+                f"{accept[check_name(r.expectation_config)]}]"
+                for r in waived for line in _failure_lines([r], df)]
+    statistics = {**dict(result.statistics), "rows": len(df), "accepted": len(waived)}
 
     report_dir.mkdir(parents=True, exist_ok=True)
     report_path = report_dir / REPORT_FILE
     payload = result.to_json_dict()
     payload["medml"] = {"dataset": meta.name, "task": meta.task, "dataset_dir": str(dataset_dir),
-                        "failures": failures}
+                        "failures": failures, "accepted": accepted, "success": not failed}
     report_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     docs_path = _build_docs(context, checkpoint_result, report_dir / DOCS_DIR)
-    return ValidationReport(bool(result.success), meta.name, failures, statistics,
-                            report_path, docs_path)
+    return ValidationReport(not failed, meta.name, failures, statistics,
+                            report_path, docs_path, accepted)
 
 
 # ------------------------------------------------------------------ helpers

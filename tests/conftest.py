@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medml.settings import Settings, TaskParams, load_settings
+from medml.settings import GateParams, Settings, TaskParams, load_settings
 
 # Prefect reads its home when first imported: point it at a throwaway folder first.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="medml-prefect-")
@@ -29,13 +29,13 @@ def tiny_imaging() -> TaskParams:
         "train": base.train.model_copy(update={
             "epochs": 2, "batch_size": 32, "model_args": {"channels": [8, 16]}, "threads": 1}),
         "demo": {"n_patients": 24, "images_per_patient": [2, 3], "size": 20},
-        "gate": base.gate.model_copy(update={"floors": {"auroc": 0.0}}),
+        "gate": GateParams(floors={"auroc": 0.0}),  # tiny models: the gate's plumbing only
     })
 
 
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
+def make_workspace(parent: Path) -> Path:
+    """``parent/ws``: an empty git repository with one commit."""
+    ws = parent / "ws"
     ws.mkdir()
     subprocess.run(["git", "init", "-q", str(ws)], check=True)
     subprocess.run(["git", "-C", str(ws), "commit", "-q", "--allow-empty", "-m", "init",
@@ -43,6 +43,31 @@ def workspace(tmp_path: Path) -> Path:
                    env={"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
                         "PATH": "/usr/bin:/bin"})
     return ws
+
+
+def flip_byte(path: Path) -> bytes:
+    """Change one byte in the middle of ``path``; returns the original content."""
+    original = path.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return original
+
+
+def module_settings(factory: pytest.TempPathFactory, name: str) -> Settings:
+    """Settings on a fresh workspace and store shared by one test module, built without
+    the developer's MEDML_* variables."""
+    tmp = factory.mktemp(name)
+    ws = make_workspace(tmp)
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("MEDML_")]:
+            mp.delenv(key)
+        return Settings(workspace=ws, home=tmp / "home", tasks={"imaging": tiny_imaging()})
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path)
 
 
 @pytest.fixture

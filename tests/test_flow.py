@@ -40,7 +40,11 @@ def test_lifecycle_registers_gates_and_serves(settings: Settings, workspace: Pat
     assert mv.tags["git_commit"] == head
     assert mv.tags["dvc_data_hash"] == version.md5
     assert mv.tags["flow_run_id"] == result["flow_run_id"] != ""
-    assert json.loads(mv.tags["gate.decision"])["passed"] is True
+    assert mv.tags["gate.passed"] == "True"
+    decision = json.loads(mlflow.artifacts.load_text(
+        f"runs:/{mv.run_id}/gate/decision-{mv.tags['gate.decision_id']}.json"))
+    assert decision["passed"] is True and decision["champion_version"] is None
+    assert [c["check"] for c in decision["checks"]] == ["floor:auroc"]
 
     run = client.get_run(mv.run_id)
     epochs = settings.task("imaging").train.epochs

@@ -50,3 +50,13 @@ def test_importing_medml_touches_nothing(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_gate_and_accepted_findings_from_params_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings(ROOT / "params.yaml")
+    gate = s.task("imaging").gate
+    assert gate.floors["auroc"] > 0 and gate.non_inferiority["auroc"] > 0
+    assert "ece" in gate.ceilings and gate.approval is False
+    assert "duplicate_examples" in s.datasets["breastmnist"].accept
+    monkeypatch.setenv("MEDML_TASKS__IMAGING__GATE__APPROVAL", "true")
+    assert load_settings(ROOT / "params.yaml").task("imaging").gate.approval is True

@@ -196,3 +196,25 @@ def test_unreadable_dataset_raises_one_line(tmp_path):
     (ds / "dataset.json").write_text("{not json")
     with pytest.raises(BadInputError, match="dataset.json"):
         validate_dataset(ds, StandInImagingTask(), tmp_path / "r")
+
+
+def test_accepted_finding_reported_but_not_failing(tmp_path):
+    ds = make_dataset(tmp_path)
+    m = load_manifest(ds)
+    m.loc[m["id"] == "P4-1", "content_hash"] = m.loc[m["id"] == "P0-0", "content_hash"].item()
+    rewrite_manifest(ds, m)
+    refused = validate_dataset(ds, StandInImagingTask(), tmp_path / "r1")
+    assert not refused.success and len(refused.failures) == 1
+    report = validate_dataset(ds, StandInImagingTask(), tmp_path / "r2",
+                              accept={"duplicate_examples": "known duplicate in the release"})
+    assert report.success and report.failures == []
+    assert len(report.accepted) == 1
+    assert "P0-0" in report.accepted[0] and "known duplicate in the release" in report.accepted[0]
+    saved = json.loads(report.report_path.read_text())["medml"]
+    assert saved["success"] and saved["accepted"] == report.accepted
+    # accepting one check does not hide another
+    m.loc[m["id"] == "P2-1", "label"] = "cat"
+    rewrite_manifest(ds, m)
+    both = validate_dataset(ds, StandInImagingTask(), tmp_path / "r3",
+                            accept={"duplicate_examples": "known"})
+    assert not both.success and len(both.failures) == 1 and "cat" in both.failures[0]

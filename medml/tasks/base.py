@@ -43,6 +43,11 @@ class Task(ABC):
     #: metric used to choose/monitor during training (on the val split), and its direction
     monitor: str
     monitor_mode: str = "max"
+    #: manifest column whose rows are resampled together in bootstrap CIs and in the gate's
+    #: paired comparison (patient, document or speaker); rows without one stand alone
+    group_column: str = "patient_id"
+    #: manifest columns whose values form the subgroups the gate and the reports look at
+    subgroup_columns: tuple[str, ...] = ()
 
     # ---- data ----
     @property
@@ -89,6 +94,12 @@ class Task(ABC):
         averaged weights). Default: the first element of an (inputs, targets) batch."""
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return x.to(device)
+
+    def params_for(self, params: TaskParams, spec: dict) -> TaskParams:
+        """The settings to prepare data for a saved model: its own preprocessing (from its
+        ``spec``) over the current settings, so that an older model is fed as it was
+        trained. Default: unchanged."""
+        return params
 
     @abstractmethod
     def predict_split(self, model: nn.Module, dataset: Dataset, spec: dict,

@@ -56,13 +56,14 @@ def score(pred: pd.DataFrame, classes: list[str], pos: str) -> dict[str, float]:
     yhat = probs.argmax(1)
     out = {"auroc": auroc(y, probs, classes, pos), "accuracy": float(accuracy_score(y, yhat)),
            "ece": ece(y, probs)}
+    # Sensitivity and specificity of the positive (disease) class at the operating point
+    # (the arg-max class), one-vs-rest when there are more than two classes.
     k = classes.index(pos)
-    if len(classes) == 2:
-        tp = np.sum((yhat == k) & (y == k))
-        tn = np.sum((yhat != k) & (y != k))
-        out["sensitivity"] = float(tp / max(np.sum(y == k), 1))
-        out["specificity"] = float(tn / max(np.sum(y != k), 1))
-    else:
+    tp = np.sum((yhat == k) & (y == k))
+    tn = np.sum((yhat != k) & (y != k))
+    out["sensitivity"] = float(tp / max(np.sum(y == k), 1))
+    out["specificity"] = float(tn / max(np.sum(y != k), 1))
+    if len(classes) > 2:
         recalls = [np.mean(yhat[y == i] == i) for i in range(len(classes)) if np.any(y == i)]
         out["balanced_accuracy"] = float(np.mean(recalls))
     return out

@@ -39,6 +39,8 @@ def predict_proba(net: nn.Module, x: torch.Tensor, tta: bool, device: torch.devi
 class ImagingTask(Task):
     name = "imaging"
     monitor = "auroc"
+    group_column = "patient_id"
+    subgroup_columns = metrics.SUBGROUPS
 
     @property
     def importers(self) -> dict[str, Importer]:
@@ -89,6 +91,10 @@ class ImagingTask(Task):
                                                      meta.extra.get("positive_class")),
         }
         return self.rebuild_model(spec), spec
+
+    def params_for(self, params: TaskParams, spec: dict) -> TaskParams:
+        return params.model_copy(update={"data": {**params.data,
+                                                  "image_size": spec["image_size"]}})
 
     def rebuild_model(self, spec: dict) -> nn.Module:
         return build(spec["name"], **spec["args"])
