@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "imaging" / "breastmnist.npz"
 
 
-def bare(npz: Path, epochs: int, seed: int) -> dict:
+def bare(npz: Path, epochs: int, seed: int, size: int) -> dict:
     """What a researcher writes by hand: load, train, evaluate. Same network, augmentation,
     optimiser and schedule as medml's defaults; no tracking, no checkpoints."""
     import numpy as np
@@ -41,6 +41,8 @@ def bare(npz: Path, epochs: int, seed: int) -> dict:
 
     def split(s: str) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.tensor(d[f"{s}_images"], dtype=torch.float32)[:, None] / 255.0
+        if x.shape[-1] != size:  # medml's default upsamples 28 px inputs
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
         return (x - 0.5) / 0.5, torch.tensor(d[f"{s}_labels"][:, 0], dtype=torch.long)
 
     (xtr, ytr), (xva, yva), (xte, yte) = split("train"), split("val"), split("test")
@@ -75,7 +77,7 @@ def bare(npz: Path, epochs: int, seed: int) -> dict:
     return {"train_s": train_s, "total_s": time.perf_counter() - t0, "test_auroc": auroc}
 
 
-def pipeline(npz: Path, epochs: int, seed: int) -> dict:
+def pipeline(npz: Path, epochs: int, seed: int, size: int) -> dict:
     """`medml data import` (not timed), then `medml pipeline` timed as a whole command."""
     import mlflow
     import yaml
@@ -84,19 +86,24 @@ def pipeline(npz: Path, epochs: int, seed: int) -> dict:
     subprocess.run(["git", "init", "-q", str(ws)], check=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["tasks"]["imaging"]["train"].update({"epochs": epochs, "seed": seed})
+    params["tasks"]["imaging"]["data"]["image_size"] = size
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "MEDML_HOME": str(ws / ".medml"), "MEDML_WORKSPACE": str(ws)}
     medml = [sys.executable, "-m", "medml.cli"]
     subprocess.run([*medml, "data", "import", "--task", "imaging", "--format", "medmnist",
-                    str(npz), "--name", "bm"], cwd=ws, env=env, check=True)
+                    str(npz), "--name", "breastmnist"], cwd=ws, env=env, check=True)
     t0 = time.perf_counter()
-    r = subprocess.run([*medml, "pipeline", "--task", "imaging", "--dataset", "bm"], cwd=ws,
+    r = subprocess.run([*medml, "pipeline", "--task", "imaging", "--dataset", "breastmnist"],
+                       cwd=ws,
                        env=env, capture_output=True, text=True)
     total = time.perf_counter() - t0
     if r.returncode not in (0, 1):  # 1: the gate refused, still a full lifecycle
         sys.exit(f"medml pipeline failed:\n{r.stderr[-3000:]}")
     client = mlflow.MlflowClient(f"sqlite:///{ws / '.medml' / 'mlflow.db'}")
-    run = client.search_runs([e.experiment_id for e in client.search_experiments()])[0]
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    if not runs or "test_auroc" not in runs[0].data.metrics:
+        sys.exit(f"medml pipeline trained nothing (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    run = runs[0]
     return {"train_s": run.data.metrics["train_seconds"], "total_s": total,
             "test_auroc": run.data.metrics["test_auroc"]}
 
@@ -106,22 +113,30 @@ def main() -> None:
     ap.add_argument("--npz", type=Path, default=DEFAULT_NPZ)
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="default: tasks.imaging.data.image_size in params.yaml")
     ap.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.image_size is None:
+        import yaml
+
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        args.image_size = int(params["tasks"]["imaging"]["data"]["image_size"])
     if args.bare:  # child process of the bare variant
-        print(json.dumps(bare(args.npz, args.epochs, args.seed)))
+        print(json.dumps(bare(args.npz, args.epochs, args.seed, args.image_size)))
         return
     from rich.console import Console
     from rich.table import Table
 
+    p = pipeline(args.npz, args.epochs, args.seed, args.image_size)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--bare", "--npz", str(args.npz),
-                          "--epochs", str(args.epochs), "--seed", str(args.seed)],
+                          "--epochs", str(args.epochs), "--seed", str(args.seed),
+                          "--image-size", str(args.image_size)],
                          capture_output=True, text=True, check=True)
     b = json.loads(out.stdout.strip().splitlines()[-1]) | {
         "total_s": time.perf_counter() - t0}
-    p = pipeline(args.npz, args.epochs, args.seed)
-    table = Table(title=f"BreastMNIST, small_cnn, {args.epochs} epochs, CPU "
+    table = Table(title=f"BreastMNIST, small_cnn, {args.image_size} px, {args.epochs} epochs, CPU "
                         f"({os.cpu_count()} cores), {datetime.now(UTC):%Y-%m-%d}")
     for col in ("variant", "wall s (process)", "training s", "test AUROC"):
         table.add_column(col, justify="right" if col != "variant" else "left")
