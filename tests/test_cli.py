@@ -135,6 +135,8 @@ def test_kill_9_mid_training_then_rerun_resumes(settings: Settings, workspace: P
     assert 1 <= start < epochs and run.data.tags["medml.attempts"] == "2"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert sorted(set(steps)) == list(range(1, epochs + 1))
+    # system metrics (sampled every 0.2 s here; this training is long enough to be sampled)
+    assert any(k.startswith("system/cpu") for k in run.data.metrics), "system metrics logged"
     assert not list(ckpts.glob("*/last.pt")), "checkpoint dropped once registered"
 
     # `medml ui` serves the same embedded store: the alias is visible over MLflow's REST API.

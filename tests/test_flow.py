@@ -50,7 +50,6 @@ def test_lifecycle_registers_gates_and_serves(settings: Settings, workspace: Pat
     epochs = settings.task("imaging").train.epochs
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == epochs
     assert "test_auroc" in run.data.metrics and "test_ece" in run.data.metrics
-    assert any(k.startswith("system/") for k in run.data.metrics), "system metrics logged"
     ds_inputs = run.inputs.dataset_inputs
     assert ds_inputs and ds_inputs[0].dataset.digest == version.md5[:32]
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
