@@ -285,7 +285,7 @@ def main() -> None:
         table.add_row(str(c), f"{m['rps']:.1f}", f"{m['p50_ms']:.2f}", f"{m['p99_ms']:.2f}",
                       f"{d['rps']:.1f}", f"{d['p50_ms']:.2f}", f"{d['p99_ms']:.2f}",
                       f"{d['rps'] / m['rps']:.2f}x")
-    Console().print(table)
+    Console(width=150).print(table)
     print(f"machine: {machine}")
     bad = {k: {c: r["errors"] for c, r in v.items() if r["errors"]} for k, v in results.items()}
     if any(bad.values()):
