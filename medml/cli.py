@@ -49,17 +49,45 @@ def _main(ctx: typer.Context,
 
 
 # ------------------------------------------------------------------ data
+_STAGE_HELP = ("with --out: raw (as the source gives it) or split (de-identified and "
+               "split, the default)")
+
+
+@data_app.command("deid")
+def data_deid(ctx: typer.Context, src: Path,
+              out_dir: Path = typer.Option(..., "--out", help="write the result to DIR"),
+              overwrite: bool = False) -> None:
+    """De-identification stage: pseudonymise, remap or remove identifying columns."""
+    from medml import lifecycle
+
+    n = lifecycle.deidentify(_settings(ctx), src, out_dir, overwrite=overwrite)
+    out.print(f"de-identified {n} examples into {out_dir} (report: deid_report.json)")
+
+
+@data_app.command("split")
+def data_split(ctx: typer.Context, src: Path,
+               out_dir: Path = typer.Option(..., "--out", help="write the result to DIR"),
+               overwrite: bool = False) -> None:
+    """Split stage: train/val/test by patient (tasks.<task>.split), or the source's own."""
+    from medml import lifecycle
+
+    n = lifecycle.split(_settings(ctx), src, out_dir, overwrite=overwrite)
+    out.print(f"split {n} examples into {out_dir}")
+
+
 @data_app.command("generate")
 def data_generate(ctx: typer.Context, task: str = typer.Option(..., "--task"),
                   name: str = typer.Option(None, "--name", help="dataset name"),
                   out_dir: Path = typer.Option(None, "--out", help="write to DIR (no DVC)"),
+                  stage: str = typer.Option("split", "--stage", help=_STAGE_HELP),
                   seed: int = 0, overwrite: bool = False) -> None:
     """Write a demo dataset: into the workspace under DVC (--name), or to a folder (--out)."""
     from medml import lifecycle
 
     s = _settings(ctx)
     if out_dir is not None:
-        n = lifecycle.materialise(s, task, out_dir, seed=seed, overwrite=overwrite)
+        n = lifecycle.materialise(s, task, out_dir, seed=seed, overwrite=overwrite,
+                                  stage=stage)
         out.print(f"wrote {n} examples to {out_dir}")
         return
     v = lifecycle.create_dataset(s, task, name or f"demo-{task}", seed=seed, overwrite=overwrite)
@@ -71,6 +99,7 @@ def data_import(ctx: typer.Context, src: Path, task: str = typer.Option(..., "--
                 fmt: str = typer.Option(..., "--format"),
                 name: str = typer.Option(None, "--name", help="dataset name"),
                 out_dir: Path = typer.Option(None, "--out", help="write to DIR (no DVC)"),
+                stage: str = typer.Option("split", "--stage", help=_STAGE_HELP),
                 seed: int = 0, overwrite: bool = False) -> None:
     """Import real data: into a DVC-tracked dataset (--name), or to a folder (--out)."""
     from medml import lifecycle
@@ -78,7 +107,7 @@ def data_import(ctx: typer.Context, src: Path, task: str = typer.Option(..., "--
     s = _settings(ctx)
     if out_dir is not None:
         n = lifecycle.materialise(s, task, out_dir, fmt=fmt, src=src, seed=seed,
-                                  overwrite=overwrite)
+                                  overwrite=overwrite, stage=stage)
         out.print(f"wrote {n} examples to {out_dir}")
         return
     if not name:

@@ -35,33 +35,114 @@ log = logging.getLogger("medml.lifecycle")
 
 
 # ---------------------------------------------------------------- data
+# A dataset is built in three stages, each a function here and a `medml data` command
+# (so dvc.yaml can run them as stages): raw (generate or import) -> deid -> split.
+DATA_STAGES = ("raw", "deid", "split")
+
+
+def _raw(settings: Settings, task_name: str, out: Path, name: str, fmt: str | None,
+         src: Path | None, seed: int, **options: Any) -> tuple[Any, DatasetMeta]:
+    task = get_task(task_name)
+    if fmt is None:
+        return task.generate(out, settings.task(task_name).demo, seed, name)
+    importer = task.importers.get(fmt)
+    if importer is None:
+        raise BadInputError(f"unknown {task_name} format {fmt!r}; choose one of: "
+                            f"{', '.join(sorted(task.importers))}")
+    if src is None or not Path(src).exists():
+        raise BadInputError(f"{src}: source not found; give an existing file or folder")
+    return importer(Path(src), out, name, seed=seed, **options)
+
+
+def _deid(settings: Settings, manifest, meta: DatasetMeta):
+    from medml.data.deidentify import deidentify_manifest, load_key
+
+    key = load_key(settings.deid_key.get_secret_value() if settings.deid_key else None,
+                   settings.state_dir)
+    return deidentify_manifest(manifest, meta, key, get_task(meta.task).deid_rules(meta))
+
+
+def _split(settings: Settings, manifest, meta: DatasetMeta):
+    from medml.data.splits import split_manifest
+
+    sp = settings.task(meta.task).split
+    return split_manifest(manifest, meta, sp.fractions, sp.seed)
+
+
 def materialise(settings: Settings, task_name: str, out_dir: Path, *, fmt: str | None = None,
                 src: Path | None = None, seed: int = 0, overwrite: bool = False,
-                **options: Any) -> int:
-    """Generate (``fmt=None``) or import a dataset into ``out_dir`` (all or nothing);
-    returns the number of examples. No versioning here: see ``create_dataset``."""
-    task = get_task(task_name)
+                stage: str = "split", **options: Any) -> int:
+    """Generate (``fmt=None``) or import a dataset into ``out_dir`` (all or nothing), up
+    to ``stage``: ``raw`` (as the source gives it), or through de-identification and
+    splitting (``split``, the default). Returns the number of examples. No versioning
+    here: see ``create_dataset``."""
+    from medml.data.deidentify import write_report
+
+    if stage not in ("raw", "split"):
+        raise BadInputError(f"unknown stage {stage!r}; use raw or split")
     with staged_dir(Path(out_dir), overwrite=overwrite) as tmp:
-        if fmt is None:
-            manifest, meta = task.generate(tmp, settings.task(task_name).demo, seed,
-                                           Path(out_dir).name)
-        else:
-            importer = task.importers.get(fmt)
-            if importer is None:
-                raise BadInputError(f"unknown {task_name} format {fmt!r}; choose one of: "
-                                    f"{', '.join(sorted(task.importers))}")
-            if src is None or not Path(src).exists():
-                raise BadInputError(f"{src}: source not found; give an existing file or folder")
-            manifest, meta = importer(Path(src), tmp, Path(out_dir).name, seed=seed, **options)
+        manifest, meta = _raw(settings, task_name, tmp, Path(out_dir).name, fmt, src, seed,
+                              **options)
+        if stage == "split":
+            manifest, meta, report = _deid(settings, manifest, meta)
+            write_report(tmp, report)
+            manifest, meta = _split(settings, manifest, meta)
         write_dataset(tmp, manifest, meta)
     return len(manifest)
+
+
+def _restage(src_dir: Path, out_dir: Path, overwrite: bool, step) -> int:
+    """Run one stage on the dataset in ``src_dir`` into ``out_dir`` (all or nothing): the
+    example files are linked (copied where links cannot be made), the manifest and
+    metadata rewritten by ``step(tmp, manifest, meta) -> (manifest, meta)``."""
+    import os
+
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    manifest, meta = load_manifest(src_dir), load_meta(src_dir)
+    with staged_dir(out_dir, overwrite=overwrite) as tmp:
+        for path in sorted(src_dir.rglob("*")):
+            rel = path.relative_to(src_dir)
+            if path.is_dir() or rel.as_posix() in ("manifest.csv", "dataset.json"):
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, tmp / rel)
+            except OSError:
+                shutil.copy2(path, tmp / rel)
+        manifest, meta = step(tmp, manifest, meta)
+        write_dataset(tmp, manifest, meta)
+    return len(manifest)
+
+
+def deidentify(settings: Settings, src_dir: Path, out_dir: Path, *, overwrite: bool = False
+               ) -> int:
+    """The de-identification stage: ``src_dir``'s dataset with its identifying manifest
+    columns pseudonymised, remapped or removed (``Task.deid_rules``), and the report
+    ``deid_report.json``, into ``out_dir``."""
+    from medml.data.deidentify import write_report
+
+    def step(tmp: Path, manifest, meta):
+        manifest, meta, report = _deid(settings, manifest, meta)
+        write_report(tmp, report)
+        return manifest, meta
+
+    return _restage(src_dir, out_dir, overwrite, step)
+
+
+def split(settings: Settings, src_dir: Path, out_dir: Path, *, overwrite: bool = False
+          ) -> int:
+    """The split stage: train/val/test by patient (``tasks.<task>.split`` in the
+    settings), or the source's own splits, into ``out_dir``."""
+    return _restage(src_dir, out_dir, overwrite,
+                    lambda tmp, manifest, meta: _split(settings, manifest, meta))
 
 
 def create_dataset(settings: Settings, task_name: str, name: str, *, fmt: str | None = None,
                    src: Path | None = None, seed: int = 0, overwrite: bool = False,
                    **options: Any) -> DataVersion:
-    """Generate or import dataset ``data/NAME``, then ``dvc add`` and ``dvc push`` it.
-    On bad input the workspace and the DVC store are left as they were."""
+    """Generate or import dataset ``data/NAME`` through all three stages, then ``dvc add``
+    and ``dvc push`` it. On bad input the workspace and the DVC store are left as they
+    were."""
     final = dataset_dir(settings.data_dir, name)
     materialise(settings, task_name, final, fmt=fmt, src=src, seed=seed, overwrite=overwrite,
                 **options)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from medml.errors import BadInputError
@@ -60,9 +60,18 @@ class DatasetParams(BaseModel):
     accept: dict[str, str] = Field(default_factory=dict)
 
 
+class SplitParams(BaseModel):
+    """The split stage (medml/data/splits.py): train/val/test fractions and the seed.
+    Splits given by a source (MedMNIST's official ones) are kept as they are."""
+
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+
+
 class TaskParams(BaseModel):
     """Everything one task needs: preprocessing, training, gate and demo-data settings."""
 
+    split: SplitParams = Field(default_factory=SplitParams)
     train: TrainParams = Field(default_factory=TrainParams)
     gate: GateParams = Field(default_factory=GateParams)
     data: dict[str, Any] = Field(default_factory=dict)  # task-specific preprocessing
@@ -84,6 +93,7 @@ class Settings(BaseSettings):
     dvc_remote: str | None = None  # default (embedded): <home>/dvc-remote
     experiment: str = "medml"
     shared_data: Path | None = None  # where ../shared/data lives, for real-data benchmarks
+    deid_key: SecretStr | None = None  # pseudonymisation key; default: <home>/deid.key
     tasks: dict[str, TaskParams] = Field(default_factory=dict)
     datasets: dict[str, DatasetParams] = Field(default_factory=dict)
 

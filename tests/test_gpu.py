@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from medml.data.dataset import load_manifest, load_meta, write_dataset
+from medml.data.splits import split_manifest
 from medml.tasks import get_task
 from medml.train import fit, pick_device
 
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.gpu,
 def test_fit_on_cuda_with_amp_then_resume(tmp_path: Path) -> None:
     task = get_task("imaging")
     manifest, meta = task.generate(tmp_path / "d", {"n_patients": 12, "size": 16}, 0, "d")
-    write_dataset(tmp_path / "d", manifest, meta)
+    write_dataset(tmp_path / "d", *split_manifest(manifest, meta))
     params = tiny_imaging()
     params.train.device = "cuda"
     params.train.epochs = 3

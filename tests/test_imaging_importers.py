@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from medml.data.dataset import BASE_COLUMNS, sha256_file
+from medml.data.splits import split_manifest
 from medml.errors import BadInputError
+from medml.tasks import get_task
 from medml.tasks.imaging.importers import (
     IMPORTERS,
     MEDMNIST_MD5,
@@ -36,7 +39,7 @@ def _check_manifest(manifest: pd.DataFrame, out: Path) -> None:
     assert list(manifest.columns[:len(BASE_COLUMNS)]) == BASE_COLUMNS
     assert set(MEASURED) <= set(manifest.columns)
     assert manifest["id"].is_unique
-    assert set(manifest["split"]) <= {"train", "val", "test"}
+    assert set(manifest["split"].dropna()) <= {"train", "val", "test"}
     for row in manifest.itertuples():
         assert row.path == f"images/{row.id}.npy"
         arr = np.load(out / row.path)
@@ -180,9 +183,13 @@ def test_folder_round_trip_per_example(tmp_path: Path) -> None:
     out = tmp_path / "out"
     manifest, meta = import_folder(src, out, "f", seed=3)
     _check_manifest(manifest, out)
+    assert manifest["split"].isna().all()  # the split stage's job
+    manifest, meta = split_manifest(manifest, meta, seed=3)
     assert len(manifest) == 21 and meta.classes == ["benign", "malignant"]
     assert not meta.patient_level_split and meta.format == "folder"
+    assert meta.extra["split_note"] == "split per example: the dataset has no patient ids"
     assert set(manifest["split"]) == {"train", "val", "test"}
+    assert (manifest["split_by"] == "example").all()
     by_file = manifest.set_index("source_file")
     row = by_file.loc["malignant/3.png"]
     assert row["label"] == "malignant" and row["channels"] == 1
@@ -192,7 +199,7 @@ def test_folder_round_trip_per_example(tmp_path: Path) -> None:
     assert colour["channels"] == 3  # alpha dropped
     np.testing.assert_allclose(np.load(out / colour["path"]),
                                np.moveaxis(rgba[..., :3], -1, 0) / 255.0, rtol=1e-6)
-    again, _ = import_folder(src, tmp_path / "again", "f", seed=3)
+    again, _ = split_manifest(*import_folder(src, tmp_path / "again", "f"), seed=3)
     assert again["split"].tolist() == manifest["split"].tolist()
 
 
@@ -206,7 +213,8 @@ def test_folder_given_splits_and_patients(tmp_path: Path) -> None:
             rows.append({"file": f"{split}/{cls}/x.jpg", "patient_id": f"P-{split}-{cls}",
                          "sex": "F", "age_band": "40-59"})
     pd.DataFrame(rows).to_csv(src / "patients.csv", index=False)
-    manifest, meta = import_folder(src, tmp_path / "out", "g")
+    manifest, meta = split_manifest(*import_folder(src, tmp_path / "out", "g"), seed=5)
+    assert (manifest["split_by"] == "source").all()
     assert manifest.set_index("source_file")["split"].to_dict() == {
         "train/a/x.jpg": "train", "train/b/x.jpg": "train",
         "test/a/x.jpg": "test", "test/b/x.jpg": "test"}
@@ -223,8 +231,8 @@ def test_folder_patients_csv_splits_by_patient(tmp_path: Path) -> None:
         _png(src / cls / f"{k}.png", np.full((6, 6), k * 10, np.uint8))
         rows.append({"file": f"{k}.png", "patient_id": f"P{k // 4}"})  # bare names match too
     pd.DataFrame(rows).to_csv(src / "patients.csv", index=False)
-    manifest, meta = import_folder(src, tmp_path / "out", "p")
-    assert meta.patient_level_split
+    manifest, meta = split_manifest(*import_folder(src, tmp_path / "out", "p"))
+    assert meta.patient_level_split and (manifest["split_by"] == "patient").all()
     assert (manifest.groupby("patient_id")["split"].nunique() == 1).all()
     pd.DataFrame(rows[:-1]).to_csv(src / "patients.csv", index=False)
     with pytest.raises(BadInputError, match=r"patients.csv.*23.png.*not listed"):
@@ -368,3 +376,30 @@ def test_save_image_normalisation(tmp_path: Path) -> None:
 def test_registry() -> None:
     assert IMPORTERS["medmnist"] is import_npz
     assert IMPORTERS["folder"] is import_folder and IMPORTERS["dicom"] is import_dicom
+
+
+def test_dicom_manifest_deidentified_consistently(tmp_path: Path) -> None:
+    """The de-identification stage on a DICOM import: the header fields kept in the
+    manifest leave no original identifying value, pseudonyms are stable under one key and
+    differ under another, UIDs stay valid and consistent, and the report names no value."""
+    from medml.data.deidentify import deidentify_manifest, remap_uid
+
+    src = tmp_path / "src"
+    _dicom_tree(src)
+    manifest, meta = import_dicom(src, tmp_path / "out", "d")
+    rules = get_task("imaging").deid_rules(meta)
+    clean, meta2, report = deidentify_manifest(manifest, meta, b"k1", rules)
+    originals = {v for col in ("patient_id", "site", "study_uid", "series_uid", "sop_uid",
+                               "patient_age", "source_file") for v in manifest[col].dropna()}
+    assert originals and not originals & {str(v) for v in clean.to_numpy().ravel()}
+    assert "patient_age" not in clean.columns and "age_band" in clean.columns
+    assert clean["patient_id"].str.fullmatch(r"pt-[0-9a-f]{12}").all()
+    assert clean["study_uid"].str.fullmatch(r"2\.25\.\d+").all()
+    assert clean.loc[0, "study_uid"] == remap_uid(b"k1", manifest.loc[0, "study_uid"])
+    assert meta2.extra["deidentified"] and meta2.extra["deid_key_id"] == report["key_id"]
+    assert report["columns"]["patient_id"] == {"action": "pseudonym", "values": 2}
+    assert not originals & set(json.dumps(report).split('"'))
+    again, _, _ = deidentify_manifest(manifest, meta, b"k1", rules)
+    other, _, _ = deidentify_manifest(manifest, meta, b"k2", rules)
+    pd.testing.assert_frame_equal(clean, again)
+    assert not set(other["patient_id"]) & set(clean["patient_id"])

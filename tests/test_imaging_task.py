@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from medml.data.dataset import load_manifest, load_meta, write_dataset
+from medml.data.splits import split_manifest
 from medml.errors import BadInputError
 from medml.tasks import get_task
 from medml.tasks.imaging import models
@@ -25,7 +26,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     task = get_task("imaging")
     manifest, meta = task.generate(out, {"n_patients": 60, "images_per_patient": [2, 3],
                                          "size": 20}, seed=1, name="demo")
-    write_dataset(out, manifest, meta)
+    write_dataset(out, *split_manifest(manifest, meta, seed=1))
     return out
 
 

@@ -60,6 +60,12 @@ class Task(ABC):
                  ) -> tuple[pd.DataFrame, DatasetMeta]:
         """Write a demo dataset into ``out_dir``."""
 
+    def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
+        """Manifest column -> de-identification action (``medml.data.deidentify``): by
+        default patient ids become keyed pseudonyms. Tasks add their identifying columns
+        (DICOM UIDs, free text)."""
+        return {"patient_id": "pseudonym"}
+
     @abstractmethod
     def expectations(self, meta: DatasetMeta, manifest: pd.DataFrame) -> list[Any]:
         """Great Expectations expectations for this task's manifest (besides the shared ones)."""

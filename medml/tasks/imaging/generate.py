@@ -18,7 +18,6 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 
 from medml.data.dataset import DatasetMeta
-from medml.data.splits import assign_splits
 from medml.tasks.imaging.importers import save_image
 
 CLASSES = ["normal", "benign", "malignant"]
@@ -86,7 +85,7 @@ def generate(out_dir: Path, params: dict[str, Any], seed: int, name: str
             rows.append({"id": eid, "label": kind, "patient_id": patient, "site": site,
                          "sex": sex, "age_band": age, "source_file": "generated", **fields})
     manifest = pd.DataFrame(rows)
-    manifest["split"] = assign_splits(manifest["label"], manifest["patient_id"], seed=seed)
+    manifest["split"] = None  # the split stage assigns them, by patient
     meta = DatasetMeta(name=name, task="imaging", classes=list(CLASSES), source="generated",
                        format="demo", extra={"generator": p, "seed": seed})
     return manifest, meta

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from medml.data.dataset import BASE_COLUMNS, SPLITS, DatasetMeta, sha256_file
-from medml.data.splits import assign_splits
 from medml.errors import BadInputError
 
 # Official MD5s of the 28 px MedMNIST v2 files (zenodo.org/record/6496656, medmnist/info.py).
@@ -244,8 +243,9 @@ def _manifest(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = df[BASE_COLUMNS + [c for c in df.columns if c not in BASE_COLUMNS]]
     for col in ("height", "width", "channels"):
         df[col] = df[col].astype(int)
-    for col in ("id", "label", "split"):
+    for col in ("id", "label"):
         df[col] = df[col].astype(str)
+    df["split"] = df["split"].where(df["split"].notna(), None)  # set by the split stage
     return df
 
 
@@ -456,18 +456,14 @@ def import_folder(src: Path, out_dir: Path, name: str, *, seed: int = 0
                      "patient_id": info.get("patient_id"), "site": info.get("site"),
                      "sex": info.get("sex"), "age_band": info.get("age_band"),
                      "source_file": rel, **fields})
-    manifest = _manifest(rows)
+    manifest = _manifest(rows)  # splits: the folder layout's, or the split stage's
+    extra: dict[str, Any] = {"layout": layout}
     if split_layout:
-        note = "splits as given by the folder layout"
-    else:
-        groups = manifest["patient_id"].tolist() if patients else None
-        manifest["split"] = assign_splits(manifest["label"], groups, seed=seed)
-        note = ("split by patient (patients.csv)" if patients
-                else "split per example: no patients.csv, so no patient ids")
+        extra["split_note"] = "splits as given by the folder layout"
     classes = sorted(manifest["label"].unique().tolist())
     meta = DatasetMeta(name=name, task="imaging", classes=classes, source=str(src),
                        format="folder", patient_level_split=patients is not None,
-                       extra={"split_note": note, "layout": layout, "seed": seed})
+                       extra=extra)
     return manifest, meta
 
 
@@ -506,19 +502,12 @@ def import_dicom(src: Path, out_dir: Path, name: str, *, seed: int = 0
             **{col: _text(ds.get(kw)) for col, kw in DICOM_FIELDS.items()},
             **fields,
         })
-    manifest = _manifest(rows)
-    known = manifest["patient_id"].notna()
-    groups = (manifest["patient_id"].where(known, "__no_patient__" + manifest["id"]).tolist()
-              if known.any() else None)
-    manifest["split"] = assign_splits(manifest["label"], groups, seed=seed)
-    all_known = bool(known.all())
+    manifest = _manifest(rows)  # split by PatientID in the split stage
     meta = DatasetMeta(
         name=name, task="imaging", classes=sorted(manifest["label"].unique().tolist()),
-        source=str(src), format="dicom", patient_level_split=all_known,
-        extra={"split_note": "split by PatientID" if all_known
-               else f"{int((~known).sum())} file(s) without PatientID split on their own",
-               "modalities": sorted(manifest["modality"].dropna().unique().tolist()),
-               "seed": seed},
+        source=str(src), format="dicom",
+        patient_level_split=bool(manifest["patient_id"].notna().all()),
+        extra={"modalities": sorted(manifest["modality"].dropna().unique().tolist())},
     )
     return manifest, meta
 

@@ -54,6 +54,19 @@ class ImagingTask(Task):
 
         return generate(out_dir, params, seed, name)
 
+    def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
+        """Besides patient ids: for DICOM imports the header fields kept in the manifest
+        follow the PS3.15 basic profile (UIDs remapped consistently, institution
+        pseudonymised, exact age removed: the age band stays), and file paths of real
+        imports (folder names may carry names) become pseudonyms."""
+        rules = super().deid_rules(meta)
+        if meta.format == "dicom":
+            rules |= {"site": "pseudonym", "study_uid": "uid", "series_uid": "uid",
+                      "sop_uid": "uid", "patient_age": "remove"}
+        if meta.format in ("dicom", "folder"):
+            rules["source_file"] = "pseudonym"
+        return rules
+
     def expectations(self, meta: DatasetMeta, manifest: pd.DataFrame) -> list[Any]:
         from medml.tasks.imaging.checks import imaging_expectations
 
