@@ -56,12 +56,24 @@ _STAGE_HELP = ("with --out: raw (as the source gives it) or split (de-identified
 @data_app.command("deid")
 def data_deid(ctx: typer.Context, src: Path,
               out_dir: Path = typer.Option(..., "--out", help="write the result to DIR"),
-              overwrite: bool = False) -> None:
-    """De-identification stage: pseudonymise, remap or remove identifying columns."""
+              overwrite: bool = False,
+              retain_patient_characteristics: bool = typer.Option(
+                  False, help="DICOM: keep sex, age, size, weight (ages over 89 as 090Y)"),
+              clean_descriptors: bool = typer.Option(
+                  False, help="DICOM: keep study/series descriptions, with PHI removed")
+              ) -> None:
+    """De-identify a dataset (the deid stage: identifying manifest columns), or a folder
+    of DICOM files (headers per the PS3.15 basic profile) before importing it."""
     from medml import lifecycle
 
-    n = lifecycle.deidentify(_settings(ctx), src, out_dir, overwrite=overwrite)
-    out.print(f"de-identified {n} examples into {out_dir} (report: deid_report.json)")
+    is_dataset = (src / "dataset.json").is_file()
+    opts = {} if is_dataset else {
+        "retain_patient_characteristics": retain_patient_characteristics,
+        "clean_descriptors": clean_descriptors}
+    n = lifecycle.deidentify(_settings(ctx), src, out_dir, overwrite=overwrite, **opts)
+    what = "examples" if is_dataset else "DICOM files"
+    report = "deid_report.json" if is_dataset else "dicom_deid_report.json"
+    out.print(f"de-identified {n} {what} into {out_dir} (report: {report})")
 
 
 @data_app.command("split")

@@ -54,12 +54,18 @@ def _raw(settings: Settings, task_name: str, out: Path, name: str, fmt: str | No
     return importer(Path(src), out, name, seed=seed, **options)
 
 
-def _deid(settings: Settings, manifest, meta: DatasetMeta):
-    from medml.data.deidentify import deidentify_manifest, load_key
+def _deid_key(settings: Settings) -> bytes:
+    from medml.deid.manifest import load_key
 
-    key = load_key(settings.deid_key.get_secret_value() if settings.deid_key else None,
-                   settings.state_dir)
-    return deidentify_manifest(manifest, meta, key, get_task(meta.task).deid_rules(meta))
+    return load_key(settings.deid_key.get_secret_value() if settings.deid_key else None,
+                    settings.state_dir)
+
+
+def _deid(settings: Settings, manifest, meta: DatasetMeta):
+    from medml.deid.manifest import deidentify_manifest
+
+    return deidentify_manifest(manifest, meta, _deid_key(settings),
+                               get_task(meta.task).deid_rules(meta))
 
 
 def _split(settings: Settings, manifest, meta: DatasetMeta):
@@ -76,7 +82,7 @@ def materialise(settings: Settings, task_name: str, out_dir: Path, *, fmt: str |
     to ``stage``: ``raw`` (as the source gives it), or through de-identification and
     splitting (``split``, the default). Returns the number of examples. No versioning
     here: see ``create_dataset``."""
-    from medml.data.deidentify import write_report
+    from medml.deid.manifest import write_report
 
     if stage not in ("raw", "split"):
         raise BadInputError(f"unknown stage {stage!r}; use raw or split")
@@ -114,12 +120,20 @@ def _restage(src_dir: Path, out_dir: Path, overwrite: bool, step) -> int:
     return len(manifest)
 
 
-def deidentify(settings: Settings, src_dir: Path, out_dir: Path, *, overwrite: bool = False
-               ) -> int:
+def deidentify(settings: Settings, src_dir: Path, out_dir: Path, *, overwrite: bool = False,
+               **dicom_options: Any) -> int:
     """The de-identification stage: ``src_dir``'s dataset with its identifying manifest
     columns pseudonymised, remapped or removed (``Task.deid_rules``), and the report
-    ``deid_report.json``, into ``out_dir``."""
-    from medml.data.deidentify import write_report
+    ``deid_report.json``, into ``out_dir``. When ``src_dir`` is a folder of DICOM files
+    instead (no dataset yet), their headers are cleaned per the PS3.15 basic profile
+    (``medml.deid.dicom``; ``dicom_options`` are its options), UIDs and patient ids
+    mapped with the same key as the manifests, ready for ``medml data import``. Returns
+    the number of examples or files."""
+    from medml.deid.manifest import write_report
+
+    if not (Path(src_dir) / "dataset.json").is_file():
+        return _deidentify_dicom_folder(settings, Path(src_dir), Path(out_dir), overwrite,
+                                        **dicom_options)
 
     def step(tmp: Path, manifest, meta):
         manifest, meta, report = _deid(settings, manifest, meta)
@@ -127,6 +141,33 @@ def deidentify(settings: Settings, src_dir: Path, out_dir: Path, *, overwrite: b
         return manifest, meta
 
     return _restage(src_dir, out_dir, overwrite, step)
+
+
+def _deidentify_dicom_folder(settings: Settings, src: Path, out: Path, overwrite: bool,
+                             **options: Any) -> int:
+    """PS3.15 basic profile on every DICOM file under ``src``, into ``out`` (all or
+    nothing). PatientID and PatientName become the keyed pseudonym of the PatientID, so
+    that a later import still splits by patient."""
+    import pydicom
+
+    from medml.deid.dicom import UidMap, deidentify_dicom_folder
+    from medml.deid.manifest import pseudonym
+
+    if not src.is_dir():
+        raise BadInputError(f"{src}: not a dataset nor a folder of DICOM files")
+    key = _deid_key(settings)
+    pseudonyms = {}
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        try:
+            pid = pydicom.dcmread(path, stop_before_pixels=True, force=True).get("PatientID")
+        except Exception:  # noqa: BLE001 - not DICOM: deidentify_dicom_folder skips it
+            continue
+        if pid:
+            pseudonyms[path.relative_to(src).as_posix()] = pseudonym(key, "pt", str(pid))
+    with staged_dir(out, overwrite=overwrite) as tmp:
+        report = deidentify_dicom_folder(src, tmp, UidMap(key), pseudonyms=pseudonyms,
+                                         **options)
+    return len(report.files)
 
 
 def split(settings: Settings, src_dir: Path, out_dir: Path, *, overwrite: bool = False

@@ -382,7 +382,7 @@ def test_dicom_manifest_deidentified_consistently(tmp_path: Path) -> None:
     """The de-identification stage on a DICOM import: the header fields kept in the
     manifest leave no original identifying value, pseudonyms are stable under one key and
     differ under another, UIDs stay valid and consistent, and the report names no value."""
-    from medml.data.deidentify import deidentify_manifest, remap_uid
+    from medml.deid.manifest import deidentify_manifest, remap_uid
 
     src = tmp_path / "src"
     _dicom_tree(src)

@@ -61,7 +61,7 @@ class Task(ABC):
         """Write a demo dataset into ``out_dir``."""
 
     def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
-        """Manifest column -> de-identification action (``medml.data.deidentify``): by
+        """Manifest column -> de-identification action (``medml.deid.manifest``): by
         default patient ids become keyed pseudonyms. Tasks add their identifying columns
         (DICOM UIDs, free text)."""
         return {"patient_id": "pseudonym"}

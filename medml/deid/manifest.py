@@ -1,4 +1,4 @@
-"""The de-identification stage of a dataset: identifying manifest columns replaced by keyed
+"""The de-identification stage of a dataset's manifest: identifying columns replaced by keyed
 pseudonyms (the same value always gives the same pseudonym under one key, so patients
 still group and studies still hold together), removed, or cleaned, per the task's rules
 (``Task.deid_rules``). A report of what changed stays with the dataset
@@ -56,15 +56,25 @@ def pseudonym(key: bytes, kind: str, value: str, length: int = 12) -> str:
 
 def remap_uid(key: bytes, uid: str) -> str:
     """A DICOM UID replaced by a valid one (``2.25.<integer>``, PS3.5 B.2), the same for
-    the same UID under one key: series and instances keep their study."""
-    return "2.25." + str(int.from_bytes(_digest(key, "uid", uid)[:16], "big"))
+    the same UID under one key: series and instances keep their study, and the manifest
+    agrees with DICOM files de-identified with the same key (``medml.deid.dicom``)."""
+    from medml.deid.dicom import UidMap
+
+    return UidMap(key)(uid)
 
 
 def deidentify_manifest(manifest: pd.DataFrame, meta: DatasetMeta, key: bytes,
                         rules: dict[str, str], text_cleaner: Callable[[str], tuple[str, list]]
                         | None = None) -> tuple[pd.DataFrame, DatasetMeta, dict[str, Any]]:
     """Apply ``rules`` (column -> action, see ``ACTIONS``) to the manifest. Returns the
-    new manifest and metadata and the report."""
+    new manifest and metadata and the report. ``text`` columns go through
+    ``text_cleaner`` (default: ``medml.deid.text.deidentify_text`` with the key)."""
+    if text_cleaner is None:
+        from medml.deid.text import deidentify_text
+
+        def text_cleaner(text: str) -> tuple[str, list]:
+            return deidentify_text(text, salt=key)
+
     df = manifest.copy()
     report: dict[str, Any] = {"rows": len(df), "key_id": hashlib.sha256(key).hexdigest()[:12],
                               "columns": {}}
@@ -84,15 +94,13 @@ def deidentify_manifest(manifest: pd.DataFrame, meta: DatasetMeta, key: bytes,
         elif action == "uid":
             df.loc[present, column] = [remap_uid(key, str(v)) for v in df.loc[present, column]]
         elif action == "text":
-            if text_cleaner is None:
-                raise ValueError("a 'text' rule needs a text cleaner")
             found: dict[str, int] = {}
             cleaned = []
             for v in df.loc[present, column]:
                 text, changes = text_cleaner(str(v))
                 cleaned.append(text)
-                for c in changes:
-                    kind = c.get("type", "PHI") if isinstance(c, dict) else str(c)
+                for c in changes:  # medml.deid.text.PhiSpan: type and offsets only
+                    kind = getattr(c, "type", "PHI")
                     found[kind] = found.get(kind, 0) + 1
             df.loc[present, column] = cleaned
             entry["replaced"] = dict(sorted(found.items()))
