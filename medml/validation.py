@@ -36,6 +36,8 @@ DOCS_SITE = "medml_site"
 # Derived columns added to the manifest before validation (see ``derive_columns``).
 FILE_EXISTS = "_file_exists"  # True when the row's path is a file inside the dataset directory
 PATIENT_SPLITS = "_patient_n_splits"  # number of distinct splits the row's patient is in
+LABEL_SHARE = "_label_share"  # share of the row's label among the rows of its split
+MIN_CLASS_SHARE = 0.02  # a class under 2 % of the train split is too rare to learn or judge
 N_EXAMPLES = 5  # examples named per failure line
 
 
@@ -93,6 +95,10 @@ def shared_expectations(meta: DatasetMeta) -> list:
             column=FILE_EXISTS, value_set=[True],
             description="every path is a file inside the dataset directory"),
     ]
+    exps.append(gxe.ExpectColumnValuesToBeBetween(
+        column=LABEL_SHARE, min_value=MIN_CLASS_SHARE, row_condition=Column("split") == "train",
+        meta={"check": "class_balance"},
+        description=f"every class is at least {MIN_CLASS_SHARE:.0%} of the train split"))
     if meta.patient_level_split:
         exps.append(gxe.ExpectColumnValuesToBeBetween(
             column=PATIENT_SPLITS, min_value=1, max_value=1, meta={"check": "patient_leak"},
@@ -106,6 +112,7 @@ def derive_columns(manifest: pd.DataFrame, dataset_dir: Path) -> pd.DataFrame:
     ``_file_exists``: the path names a file inside ``dataset_dir`` (null when there is no
     path). ``_patient_n_splits``: how many distinct splits the row's patient appears in
     (null without a patient id), so that a group-by check becomes a per-row one.
+    ``_label_share``: the share of the row's label among the rows of its split.
     """
     df = manifest.reset_index(drop=True).copy()
     root = Path(dataset_dir).resolve()
@@ -122,6 +129,12 @@ def derive_columns(manifest: pd.DataFrame, dataset_dir: Path) -> pd.DataFrame:
         df[PATIENT_SPLITS] = df.groupby("patient_id", dropna=True)["split"].transform("nunique")
     else:
         df[PATIENT_SPLITS] = pd.Series([float("nan")] * len(df), dtype="float64")
+    if {"label", "split"} <= set(df.columns):
+        per_split = df.groupby("split", dropna=False)["label"].transform("size")
+        per_label = df.groupby(["split", "label"], dropna=False)["label"].transform("size")
+        df[LABEL_SHARE] = (per_label / per_split).astype("float64")
+    else:
+        df[LABEL_SHARE] = pd.Series([float("nan")] * len(df), dtype="float64")
     return df
 
 
@@ -269,6 +282,11 @@ def _details(r: Any, df: pd.DataFrame) -> str:
     count = f"{res.get('unexpected_count', len(rows))} of {res.get('element_count', len(df))} rows"
     if column == PATIENT_SPLITS:
         return _patients_in_several_splits(rows, df)
+    if column == LABEL_SHARE:
+        shares = rows.groupby("label")[LABEL_SHARE].first().sort_values()
+        return "; ".join(f"class {label!r} is {share:.1%} ({(rows['label'] == label).sum()} "
+                         f"rows, e.g. id {_id(rows, rows.index[rows['label'] == label][0])})"
+                         for label, share in shares.head(N_EXAMPLES).items())
     if column == FILE_EXISTS:
         return f"{count}: missing " + ", ".join(
             f"{p} (id {_id(rows, i)})" for i, p in rows["path"].head(N_EXAMPLES).items())

@@ -12,7 +12,13 @@ import pytest
 from medml.data.dataset import BASE_COLUMNS, DatasetMeta, load_manifest, sha256_file, write_dataset
 from medml.errors import BadInputError, NotFoundError
 from medml.tasks.imaging.checks import imaging_expectations
-from medml.validation import FILE_EXISTS, PATIENT_SPLITS, derive_columns, validate_dataset
+from medml.validation import (
+    FILE_EXISTS,
+    LABEL_SHARE,
+    PATIENT_SPLITS,
+    derive_columns,
+    validate_dataset,
+)
 
 CLASSES = ["benign", "malignant"]
 # patient -> (split, label); two images each; both classes in every split
@@ -218,3 +224,21 @@ def test_accepted_finding_reported_but_not_failing(tmp_path):
     both = validate_dataset(ds, StandInImagingTask(), tmp_path / "r3",
                             accept={"duplicate_examples": "known"})
     assert not both.success and len(both.failures) == 1 and "cat" in both.failures[0]
+
+
+def test_rare_class_in_train_fails_class_balance(tmp_path):
+    """A class under 2 % of the train split fails, naming the rows; val/test may be small."""
+    ds = make_dataset(tmp_path)
+    m = load_manifest(ds)
+    train = m[m["split"] == "train"]
+    common = train[train["label"] != train["label"].iloc[0]]
+    # many copies of the other class's rows (distinct ids and hashes) dilute the first class
+    extra = pd.concat([common] * 60, ignore_index=True)
+    extra["id"] = [f"x-{i}" for i in range(len(extra))]
+    extra["content_hash"] = [f"h{i:060d}" for i in range(len(extra))]
+    rewrite_manifest(ds, pd.concat([m, extra], ignore_index=True))
+    report = validate_dataset(ds, StandInImagingTask(), tmp_path / "report")
+    line = failure(report, "at least 2% of the train split")
+    rare = train["label"].iloc[0]
+    assert not report.success and f"class {rare!r} is 1.6% (2 rows, e.g. id P0-0)" in line
+    assert derive_columns(load_manifest(ds), ds)[LABEL_SHARE].between(0, 1).all()
