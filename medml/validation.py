@@ -38,6 +38,7 @@ FILE_EXISTS = "_file_exists"  # True when the row's path is a file inside the da
 PATIENT_SPLITS = "_patient_n_splits"  # number of distinct splits the row's patient is in
 LABEL_SHARE = "_label_share"  # share of the row's label among the rows of its split
 MIN_CLASS_SHARE = 0.02  # a class under 2 % of the train split is too rare to learn or judge
+PHI_FOUND = "_phi_found"  # identifiers medml.deid.text still finds in the row's text columns
 N_EXAMPLES = 5  # examples named per failure line
 
 
@@ -60,7 +61,7 @@ def check_name(cfg: Any) -> str:
     return meta.get("check") or f"{cfg.type}:{cfg.kwargs.get('column')}"
 
 
-def shared_expectations(meta: DatasetMeta) -> list:
+def shared_expectations(meta: DatasetMeta, text_columns: tuple[str, ...] = ()) -> list:
     """GX expectations every task's manifest must meet (on the columns of ``derive_columns``)."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
@@ -99,6 +100,11 @@ def shared_expectations(meta: DatasetMeta) -> list:
         column=LABEL_SHARE, min_value=MIN_CLASS_SHARE, row_condition=Column("split") == "train",
         meta={"check": "class_balance"},
         description=f"every class is at least {MIN_CLASS_SHARE:.0%} of the train split"))
+    if text_columns:
+        cols = ", ".join(text_columns)
+        exps.append(gxe.ExpectColumnValuesToBeInSet(
+            column=PHI_FOUND, value_set=[""], meta={"check": "phi_in_text"},
+            description=f"no identifier (PHI) is left in the text ({cols})"))
     if meta.patient_level_split:
         exps.append(gxe.ExpectColumnValuesToBeBetween(
             column=PATIENT_SPLITS, min_value=1, max_value=1, meta={"check": "patient_leak"},
@@ -106,13 +112,16 @@ def shared_expectations(meta: DatasetMeta) -> list:
     return exps
 
 
-def derive_columns(manifest: pd.DataFrame, dataset_dir: Path) -> pd.DataFrame:
+def derive_columns(manifest: pd.DataFrame, dataset_dir: Path,
+                   text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """The manifest with the derived columns the shared expectations check.
 
     ``_file_exists``: the path names a file inside ``dataset_dir`` (null when there is no
     path). ``_patient_n_splits``: how many distinct splits the row's patient appears in
     (null without a patient id), so that a group-by check becomes a per-row one.
     ``_label_share``: the share of the row's label among the rows of its split.
+    ``_phi_found``: for tasks with free text, the types of identifiers the de-identifier
+    still finds in the row's ``text_columns`` ("" when none).
     """
     df = manifest.reset_index(drop=True).copy()
     root = Path(dataset_dir).resolve()
@@ -135,6 +144,15 @@ def derive_columns(manifest: pd.DataFrame, dataset_dir: Path) -> pd.DataFrame:
         df[LABEL_SHARE] = (per_label / per_split).astype("float64")
     else:
         df[LABEL_SHARE] = pd.Series([float("nan")] * len(df), dtype="float64")
+    if text_columns:
+        from medml.deid.text import find_phi
+
+        def phi(row: pd.Series) -> str:
+            found = {s.type for c in text_columns if isinstance(row.get(c), str)
+                     for s in find_phi(row[c])}
+            return ", ".join(sorted(found))
+
+        df[PHI_FOUND] = df.apply(phi, axis=1) if len(df) else ""
     return df
 
 
@@ -152,7 +170,8 @@ def validate_dataset(dataset_dir: Path, task: Task, report_dir: Path,
     dataset_dir = Path(dataset_dir)
     report_dir = Path(report_dir)
     meta, manifest = _read_dataset(dataset_dir)
-    df = derive_columns(manifest, dataset_dir)
+    text_columns = tuple(getattr(task, "text_columns", ()))
+    df = derive_columns(manifest, dataset_dir, text_columns)
 
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -161,7 +180,7 @@ def validate_dataset(dataset_dir: Path, task: Task, report_dir: Path,
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     suite_name = f"{meta.task}-{meta.name}"
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
-    for exp in [*shared_expectations(meta), *task.expectations(meta, manifest)]:
+    for exp in [*shared_expectations(meta, text_columns), *task.expectations(meta, manifest)]:
         suite.add_expectation(exp)
     batch = (context.data_sources.add_pandas("medml")
              .add_dataframe_asset("manifest")

@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medml.data.dataset import BASE_COLUMNS, DatasetMeta, load_manifest, sha256_file, write_dataset
+from medml.data.dataset import (
+    BASE_COLUMNS,
+    DatasetMeta,
+    load_manifest,
+    load_meta,
+    sha256_file,
+    write_dataset,
+)
 from medml.errors import BadInputError, NotFoundError
 from medml.tasks.imaging.checks import imaging_expectations
 from medml.validation import (
@@ -242,3 +249,28 @@ def test_rare_class_in_train_fails_class_balance(tmp_path):
     rare = train["label"].iloc[0]
     assert not report.success and f"class {rare!r} is 1.6% (2 rows, e.g. id P0-0)" in line
     assert derive_columns(load_manifest(ds), ds)[LABEL_SHARE].between(0, 1).all()
+
+
+class StandInNotesTask(StandInImagingTask):
+    """A task with a free-text column (as clinical NLP and speech transcripts will have)."""
+
+    text_columns = ("note",)
+
+
+def test_phi_left_in_text_fails_naming_the_row_and_deid_clears_it(tmp_path):
+    from medml.deid.manifest import deidentify_manifest
+
+    ds = make_dataset(tmp_path)
+    m = load_manifest(ds)
+    m["note"] = "benign-looking lesion, BP 120/80, metformin 500 mg"
+    m.loc[m["id"] == "P2-1", "note"] = "Seen by Dr. Alice Moreno on 03/14/2024, MRN 4471902"
+    rewrite_manifest(ds, m)
+    report = validate_dataset(ds, StandInNotesTask(), tmp_path / "r1")
+    line = failure(report, "no identifier (PHI) is left in the text (note)")
+    assert "1 of 12 rows" in line and "id P2-1" in line and "NAME" in line
+    assert "Moreno" not in line and "4471902" not in line  # the report names no PHI
+
+    clean, meta, _ = deidentify_manifest(m, load_meta(ds), b"key", {"note": "text"})
+    write_dataset(ds, clean, meta)
+    assert validate_dataset(ds, StandInNotesTask(), tmp_path / "r2").success
+    assert clean.loc[0, "note"] == m.loc[0, "note"]  # clinical text without PHI unchanged

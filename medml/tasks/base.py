@@ -48,6 +48,9 @@ class Task(ABC):
     group_column: str = "patient_id"
     #: manifest columns whose values form the subgroups the gate and the reports look at
     subgroup_columns: tuple[str, ...] = ()
+    #: manifest columns of free text (notes, transcripts): de-identified by the deid stage
+    #: (``deid_rules``) and checked for identifiers left by validation
+    text_columns: tuple[str, ...] = ()
 
     # ---- data ----
     @property
@@ -64,7 +67,7 @@ class Task(ABC):
         """Manifest column -> de-identification action (``medml.deid.manifest``): by
         default patient ids become keyed pseudonyms. Tasks add their identifying columns
         (DICOM UIDs, free text)."""
-        return {"patient_id": "pseudonym"}
+        return {"patient_id": "pseudonym", **dict.fromkeys(self.text_columns, "text")}
 
     @abstractmethod
     def expectations(self, meta: DatasetMeta, manifest: pd.DataFrame) -> list[Any]:
