@@ -292,6 +292,7 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
                 "medml.flow_run_id": flow_run_id or "", "medml.attempts": "1",
             })
             mlflow.log_dict(ds.version.as_dict(), "data/version.json")
+            mlflow.log_dict(asdict(ds.meta), "data/dataset.json")  # split, de-identification
             mlflow.log_input(mlflow.data.from_pandas(
                 manifest, source=str(ds.path), name=name, digest=ds.version.md5[:32],
                 targets="label"), context="training",

@@ -404,6 +404,8 @@ def collect(settings: Any, model_ref: str) -> dict:
             tables[Path(path).name] = _table_rows(_run_json(client, mv.run_id, path))
 
     version_json = _run_json(client, mv.run_id, "data/version.json") or {}
+    meta_json = _run_json(client, mv.run_id, "data/dataset.json") or {}
+    extra = meta_json.get("extra") or {}
     vreport = _run_json(client, mv.run_id, "validation/validation.json")
     if isinstance(vreport, dict):
         med = vreport.get("medml", {})
@@ -462,6 +464,11 @@ def collect(settings: Any, model_ref: str) -> dict:
             "git_commit": version_json.get("git_commit"),
             "git_dirty": version_json.get("git_dirty"),
             "tracked_by": version_json.get("tracked_by"),
+            "source": meta_json.get("source"), "format": meta_json.get("format"),
+            "patient_level_split": meta_json.get("patient_level_split"),
+            "split_note": extra.get("split_note"),
+            "deidentified": bool(extra.get("deidentified")),
+            "deid_key_id": extra.get("deid_key_id"),
             "validation": validation,
         },
         "metrics": {
@@ -543,6 +550,9 @@ def _sections(data: dict) -> list[tuple[str, list[tuple]]]:
         ("dataset", d["dataset"]), ("DVC md5", d["dvc_md5"]), ("path", d["path"]),
         ("files", d["nfiles"]), ("git revision", d["git_commit"]),
         ("tracked by", d["tracked_by"]),
+        ("split", d.get("split_note")),
+        ("de-identified", (f"yes (key {d['deid_key_id']})" if d.get("deidentified") else "no")
+         if d.get("split_note") is not None or d.get("deidentified") else None),
         ("validation", ("passed" if v.get("success") else "FAILED") if v.get("recorded")
          else "not recorded"),
         ("expectations", f"{v.get('successful_expectations')}/{v.get('evaluated_expectations')}"

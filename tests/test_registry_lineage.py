@@ -85,6 +85,8 @@ def test_lineage_of_the_champion_lists_decisions_and_history(store) -> None:
     assert data["model"]["artifact_sha256"]
     assert data["code"]["git_commit"] and data["data"]["dvc_md5"]
     assert data["data"]["dataset"] == "demo" and data["data"]["validation"]["success"] is True
+    assert data["data"]["patient_level_split"] is True and data["data"]["deidentified"]
+    assert data["data"]["split_note"] == "split by patient, stratified by label"
     assert data["environment"]["python"] and "torch" in data["environment"]["packages"]
     auroc = data["metrics"]["test"]["auroc"]
     assert auroc["value"] is not None and "ci_low" in auroc and "ci_high" in auroc
@@ -103,6 +105,7 @@ def test_lineage_of_the_champion_lists_decisions_and_history(store) -> None:
 
     assert json.loads(lineage.render(data, "json"))["model"]["version"] == "3"
     md = lineage.render(data, "md")
+    assert "- **split**: split by patient, stratified by label" in lineage.render(data, "md")
     for title in ("Model version", "Run", "Code", "Environment", "Data", "Metrics",
                   "Gate decisions", "Alias history", "Deployments", "Model card"):
         assert f"## {title}" in md, title
