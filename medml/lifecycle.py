@@ -465,8 +465,11 @@ def register(settings: Settings, model_name: str, evaluated: Evaluated, trained:
         client.get_registered_model(model_name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(model_name, tags={"task": tags["task"]})
+    # a logged model (``models:/m-...``) is named by its id too: a tracking server needs it
+    model_id = (evaluated.model_uri.removeprefix("models:/")
+                if evaluated.model_uri.startswith("models:/m-") else None)
     mv = client.create_model_version(model_name, evaluated.model_uri, run_id=evaluated.run_id,
-                                     tags=tags)
+                                     tags=tags, model_id=model_id)
     from medml import lineage, modelcard, registry
 
     try:  # the evidence a version needs: artifact hashes, model card, challenger alias

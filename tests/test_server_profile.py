@@ -1,0 +1,161 @@
+"""The server profile, chosen by settings alone: a real `mlflow server` and a real
+`prefect server`, both on this machine's PostgreSQL (fresh databases for this test
+session), as processes on loopback; `medml pipeline` runs against them unchanged, and the
+run, the registered model and the flow run are found through the servers' REST APIs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from medml.settings import Settings
+
+from .conftest import ROOT
+
+PG = "postgres@127.0.0.1:5432"
+BIN = Path(sys.executable).parent
+
+
+def _pg_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _pg_up(), reason="needs PostgreSQL on 127.0.0.1:5432")
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
+                    "-c", sql], check=True, capture_output=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not up after {timeout} s: {log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """MLflow (tracking + registry + proxied artifacts) and Prefect servers on PostgreSQL."""
+    tmp = tmp_path_factory.mktemp("servers")
+    tag = uuid.uuid4().hex[:8]
+    dbs = {"mlflow": f"medml_test_mlflow_{tag}", "prefect": f"medml_test_prefect_{tag}"}
+    for db in dbs.values():
+        _psql(f"CREATE DATABASE {db}")
+    mport, pport = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDML_", "PREFECT_"))}
+    mlog, plog = tmp / "mlflow.log", tmp / "prefect.log"
+    mlflow_proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri",
+         f"postgresql://{PG}/{dbs['mlflow']}", "--artifacts-destination",
+         str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(mport),
+         "--workers", "1"], env=env, stdout=mlog.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    prefect_proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pport)],
+        env=env | {"PREFECT_HOME": str(tmp / "prefect-server"),
+                   "PREFECT_API_DATABASE_CONNECTION_URL":
+                       f"postgresql+asyncpg://{PG}/{dbs['prefect']}",
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+        stdout=plog.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait(f"http://127.0.0.1:{mport}/health", mlflow_proc, mlog)
+        _wait(f"http://127.0.0.1:{pport}/api/health", prefect_proc, plog)
+        yield {"mlflow": f"http://127.0.0.1:{mport}", "prefect": f"http://127.0.0.1:{pport}/api",
+               "artifacts": str(tmp / "artifacts")}
+    finally:
+        _stop(mlflow_proc)
+        _stop(prefect_proc)
+        for db in dbs.values():
+            _psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def test_pipeline_runs_against_mlflow_and_prefect_servers(
+        servers: dict[str, str], settings: Settings, workspace: Path, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(settings.model_dump(
+        mode="json", exclude={"workspace", "home", "deid_key"})))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDML_", "PREFECT_"))}
+    env |= {"MEDML_PARAMS": str(params), "MEDML_PROFILE": "server",
+            "MEDML_TRACKING_URI": servers["mlflow"],
+            "MEDML_PREFECT_API_URL": servers["prefect"],
+            "MEDML_HOME": str(tmp_path / "client-home"), "PYTHONPATH": str(ROOT),
+            "COLUMNS": "200"}
+
+    def medml(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "medml.cli", *args], cwd=workspace,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    r = medml("data", "generate", "--task", "imaging", "--name", "demo")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = medml("pipeline", "--task", "imaging", "--dataset", "demo", "--model", "team-model")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "alias champion -> version 1" in r.stdout
+
+    # MLflow's REST API: the registered model, its champion, its run and the run's data input
+    api = servers["mlflow"] + "/api/2.0/mlflow"
+    model = httpx.get(f"{api}/registered-models/get", params={"name": "team-model"}).json()
+    aliases = {a["alias"]: a["version"] for a in model["registered_model"]["aliases"]}
+    assert aliases["champion"] == "1"
+    mv = httpx.get(f"{api}/model-versions/get",
+                   params={"name": "team-model", "version": "1"}).json()["model_version"]
+    tags = {t["key"]: t["value"] for t in mv["tags"]}
+    assert tags["gate.passed"] == "True" and tags["flow_run_id"] and tags["dvc_data_hash"]
+    run = httpx.get(f"{api}/runs/get", params={"run_id": mv["run_id"]}).json()["run"]
+    assert run["info"]["status"] == "FINISHED"
+    assert any(m["key"] == "test_auroc" for m in run["data"]["metrics"])
+    assert run["inputs"]["dataset_inputs"][0]["dataset"]["name"] == "demo"
+    # the artifacts went through the server into its store, none into the client's home
+    stored = [p for p in Path(servers["artifacts"]).rglob("*") if p.is_file()]
+    assert any(p.name == "MLmodel" for p in stored) and any("gate" in p.parts for p in stored)
+    assert not (tmp_path / "client-home" / "mlflow.db").exists()
+    assert not (tmp_path / "client-home" / "mlartifacts").exists()
+
+    # Prefect's REST API: the flow run, completed, on the server
+    runs = httpx.post(f"{servers['prefect']}/flow_runs/filter",
+                      json={"flow_runs": {"id": {"any_": [tags["flow_run_id"]]}}}).json()
+    assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED"
+
+    # the same commands read the server's registry: lineage of the champion
+    r = medml("lineage", "team-model@champion", "-f", "json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '"gate_decisions"' in r.stdout and '"version": "1"' in r.stdout
+    shutil.rmtree(tmp_path / "client-home", ignore_errors=True)
