@@ -49,6 +49,26 @@ def _main(ctx: typer.Context,
 
 
 # ------------------------------------------------------------------ data
+def _tracked_md5(s: Settings, name: str) -> str | None:
+    from medml.data.versioning import data_version
+
+    try:
+        return data_version(s.workspace, s.data_dir / name).md5
+    except (MedMLError, OSError, ValueError):
+        return None
+
+
+def _announce(s: Settings, v: Any, before: str | None) -> None:
+    """With a Prefect server, a changed dataset is an event that deployments scheduled
+    `--on-data-change` react to."""
+    if s.prefect_api_url and v.md5 != before:
+        os.environ.update(s.prefect_env())
+        from flows.schedule import emit_data_changed
+
+        emit_data_changed(v.name, v.md5, before)
+        out.print(f"announced the new version of {v.name!r} to Prefect")
+
+
 _STAGE_HELP = ("with --out: raw (as the source gives it) or split (de-identified and "
                "split, the default)")
 
@@ -102,8 +122,11 @@ def data_generate(ctx: typer.Context, task: str = typer.Option(..., "--task"),
                                   stage=stage)
         out.print(f"wrote {n} examples to {out_dir}")
         return
-    v = lifecycle.create_dataset(s, task, name or f"demo-{task}", seed=seed, overwrite=overwrite)
+    name = name or f"demo-{task}"
+    before = _tracked_md5(s, name)
+    v = lifecycle.create_dataset(s, task, name, seed=seed, overwrite=overwrite)
     out.print(f"dataset [bold]{v.name}[/] at {v.path}: dvc md5 {v.md5}, {v.nfiles} files")
+    _announce(s, v, before)
 
 
 @data_app.command("import")
@@ -124,9 +147,11 @@ def data_import(ctx: typer.Context, src: Path, task: str = typer.Option(..., "--
         return
     if not name:
         raise MedMLError("give --name NAME (a DVC-tracked dataset) or --out DIR")
+    before = _tracked_md5(s, name)
     v = lifecycle.create_dataset(s, task, name, fmt=fmt, src=src, seed=seed,
                                  overwrite=overwrite)
     out.print(f"dataset [bold]{v.name}[/] at {v.path}: dvc md5 {v.md5}, {v.nfiles} files")
+    _announce(s, v, before)
 
 
 @data_app.command("validate")
@@ -376,6 +401,44 @@ def serve(ctx: typer.Context, name: str = typer.Argument(..., help="registered m
     run(_settings(ctx), name, alias=alias, host=host, port=port, token=token,
         max_batch=max_batch, max_wait_ms=max_wait_ms,
         max_body_bytes=int(max_body_mb * 1024 * 1024), poll_s=poll_s)
+
+
+@app.command()
+def schedule(ctx: typer.Context, name: str = typer.Argument(..., help="registered model name"),
+             dataset: str = typer.Option(..., "--dataset"),
+             cron: str = typer.Option(None, "--cron", help='e.g. "0 2 * * 0" (UTC)'),
+             on_data_change: bool = typer.Option(
+                 False, "--on-data-change",
+                 help="also run when `medml data import/generate` changes the dataset"),
+             pool: str = typer.Option("medml", "--pool", help="Prefect work pool")) -> None:
+    """Retrain on a schedule: the lifecycle as a Prefect deployment on a work pool (run a
+    worker: `prefect worker start --pool medml`). Needs a Prefect server (server profile)."""
+    from medml import lifecycle
+
+    s = _settings(ctx)
+    if not cron and not on_data_change:
+        raise BadInputError("give --cron EXPR and/or --on-data-change")
+    if not s.prefect_api_url:
+        raise BadInputError("scheduling needs a Prefect server: set MEDML_PREFECT_API_URL "
+                            "(the server profile)")
+    lifecycle.open_dataset(s, dataset)  # exists, clear error otherwise
+    os.environ.update(s.prefect_env())
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from flows.schedule import schedule_lifecycle
+
+    try:
+        CronSchedule(cron=cron) if cron else None
+    except ValueError:
+        raise BadInputError(f"--cron {cron!r}: not a cron expression (5 fields, e.g. "
+                            '"0 2 * * 0")') from None
+
+    dep = schedule_lifecycle(s.model_dump(mode="json", exclude={"deid_key"}), dataset, name,
+                             cron=cron, on_data_change=on_data_change, pool=pool)
+    out.print(f"deployment {name}-{dataset} ({dep}) on work pool {pool!r}"
+              + (f", cron {cron!r} (UTC)" if cron else "")
+              + (", and on data change" if on_data_change else "")
+              + f"; start a worker: prefect worker start --pool {pool}")
 
 
 @app.command()

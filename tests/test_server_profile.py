@@ -72,6 +72,54 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _client_env(servers: dict[str, str], settings: Settings, tmp_path: Path) -> dict:
+    """The environment of a user's shell in the server profile."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(settings.model_dump(
+        mode="json", exclude={"workspace", "home", "deid_key"})))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDML_", "PREFECT_"))}
+    return env | {"MEDML_PARAMS": str(params), "MEDML_PROFILE": "server",
+                  "MEDML_TRACKING_URI": servers["mlflow"],
+                  "MEDML_PREFECT_API_URL": servers["prefect"],
+                  "PREFECT_API_URL": servers["prefect"],
+                  "MEDML_HOME": str(tmp_path / "client-home"), "PYTHONPATH": str(ROOT),
+                  "COLUMNS": "200"}
+
+
+def _medml(args: tuple[str, ...], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medml.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _run_on_worker(servers: dict[str, str], env: dict, cwd: Path, tmp_path: Path, pool: str,
+                   deployment: str, then=None, timeout: float = 300) -> tuple[str | None, str]:
+    """Start a process worker of ``pool``, call ``then()``, and wait (bounded) for a run of
+    ``deployment`` to end; its final state and the worker's log."""
+    log = tmp_path / f"worker-{pool}.log"
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+        cwd=cwd, env=env | {"PREFECT_WORKER_QUERY_SECONDS": "5",
+                            "PREFECT_HOME": str(tmp_path / f"worker-{pool}")},
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    state = None
+    try:
+        if then is not None:
+            then()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = httpx.post(f"{servers['prefect']}/flow_runs/filter", json={
+                "deployments": {"name": {"any_": [deployment]}},
+                "flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}},
+            }).json()
+            if runs:
+                state = runs[0]["state_type"]
+                break
+            time.sleep(3)
+    finally:
+        _stop(worker)
+    return state, log.read_text()
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """MLflow (tracking + registry + proxied artifacts) and Prefect servers on PostgreSQL."""
@@ -85,7 +133,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     mlog, plog = tmp / "mlflow.log", tmp / "prefect.log"
     mlflow_proc = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri",
-         f"postgresql://{PG}/{dbs['mlflow']}", "--artifacts-destination",
+         f"postgresql+psycopg://{PG}/{dbs['mlflow']}", "--artifacts-destination",
          str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(mport),
          "--workers", "1"], env=env, stdout=mlog.open("w"), stderr=subprocess.STDOUT,
         start_new_session=True)
@@ -110,19 +158,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 def test_pipeline_runs_against_mlflow_and_prefect_servers(
         servers: dict[str, str], settings: Settings, workspace: Path, tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(settings.model_dump(
-        mode="json", exclude={"workspace", "home", "deid_key"})))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDML_", "PREFECT_"))}
-    env |= {"MEDML_PARAMS": str(params), "MEDML_PROFILE": "server",
-            "MEDML_TRACKING_URI": servers["mlflow"],
-            "MEDML_PREFECT_API_URL": servers["prefect"],
-            "MEDML_HOME": str(tmp_path / "client-home"), "PYTHONPATH": str(ROOT),
-            "COLUMNS": "200"}
+    env = _client_env(servers, settings, tmp_path)
 
     def medml(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "medml.cli", *args], cwd=workspace,
-                              env=env, capture_output=True, text=True, timeout=600)
+        return _medml(args, workspace, env)
 
     r = medml("data", "generate", "--task", "imaging", "--name", "demo")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -159,3 +198,49 @@ def test_pipeline_runs_against_mlflow_and_prefect_servers(
     assert r.returncode == 0, r.stderr[-2000:]
     assert '"gate_decisions"' in r.stdout and '"version": "1"' in r.stdout
     shutil.rmtree(tmp_path / "client-home", ignore_errors=True)
+
+
+def test_scheduled_retrain_fires_on_a_worker_and_completes(
+        servers: dict[str, str], settings: Settings, workspace: Path, tmp_path: Path) -> None:
+    """`medml schedule` with a one-minute cron: the server schedules runs, a process worker
+    of the pool picks one up and the lifecycle completes (bounded wait)."""
+    env = _client_env(servers, settings, tmp_path)
+
+    def medml(*args: str) -> subprocess.CompletedProcess:
+        return _medml(args, workspace, env)
+
+    assert medml("data", "generate", "--task", "imaging", "--name", "demo").returncode == 0
+    r = medml("schedule", "nightly", "--dataset", "demo", "--cron", "not a cron")
+    assert r.returncode == 2 and "not a cron expression" in r.stderr
+    r = medml("schedule", "nightly", "--dataset", "demo", "--cron", "* * * * *",
+              "--pool", "medml-test")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "deployment nightly-demo" in r.stdout
+
+    state, log = _run_on_worker(servers, env, workspace, tmp_path, "medml-test",
+                                "nightly-demo")
+    assert state == "COMPLETED", f"scheduled run: {state}; worker log: {log[-3000:]}"
+    model = httpx.get(f"{servers['mlflow']}/api/2.0/mlflow/registered-models/get",
+                      params={"name": "nightly"}).json()["registered_model"]
+    assert {a["alias"] for a in model["aliases"]} >= {"champion"}
+
+
+def test_a_data_change_triggers_a_retrain(
+        servers: dict[str, str], settings: Settings, workspace: Path, tmp_path: Path) -> None:
+    """`medml schedule --on-data-change`: a new version of the dataset (here regenerated with
+    another seed) is announced to Prefect and starts the lifecycle on a worker."""
+    env = _client_env(servers, settings, tmp_path)
+    assert _medml(("data", "generate", "--task", "imaging", "--name", "ward"), workspace,
+                  env).returncode == 0
+    r = _medml(("schedule", "ward-model", "--dataset", "ward", "--on-data-change",
+                "--pool", "medml-events"), workspace, env)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    def new_data() -> None:
+        r = _medml(("data", "generate", "--task", "imaging", "--name", "ward", "--seed", "1",
+                    "--overwrite"), workspace, env)
+        assert r.returncode == 0 and "announced the new version" in r.stdout, r.stderr[-2000:]
+
+    state, log = _run_on_worker(servers, env, workspace, tmp_path, "medml-events",
+                                "ward-model-ward", then=new_data, timeout=180)
+    assert state == "COMPLETED", f"triggered run: {state}; worker log: {log[-3000:]}"
