@@ -156,7 +156,7 @@ def test_duplicate_content_hash_names_ids(broken):
 
 
 def test_missing_file_named(broken):
-    line = failure(broken, "every path is a file")
+    line = failure(broken, "every path is a relative path to a file")
     assert "images/P1-1.npy" in line
 
 
@@ -179,14 +179,21 @@ def test_nan_intensity_and_missing_column_reported(incomplete):
 
 def test_derived_columns(tmp_path):
     (tmp_path / "a.npy").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.npy").write_bytes(b"x")
     (tmp_path.parent / "outside.npy").write_bytes(b"x")
-    m = pd.DataFrame({"path": ["a.npy", "b.npy", "../outside.npy", None],
-                      "patient_id": ["P1", "P1", "P2", None],
-                      "split": ["train", "test", "val", "val"]})
+    (tmp_path / "link-out.npy").symlink_to(tmp_path.parent / "outside.npy")
+    (tmp_path / "link-in.npy").symlink_to(tmp_path / "a.npy")
+    paths = ["a.npy", "b.npy", "../outside.npy", None, "sub/../a.npy", "sub/c.npy", "sub",
+             str(tmp_path / "a.npy"), "link-out.npy", "link-in.npy"]
+    m = pd.DataFrame({"path": paths, "patient_id": ["P1", "P1", "P2"] + [None] * 7,
+                      "split": ["train", "test", "val"] + ["val"] * 7})
     d = derive_columns(m, tmp_path)
-    assert d[FILE_EXISTS].tolist() == [True, False, False, None]
+    assert d[FILE_EXISTS].tolist() == [True, False, False, None, True, True, False, False,
+                                       False, True]
     assert d[PATIENT_SPLITS].tolist()[:3] == [2, 2, 1]
     assert pd.isna(d[PATIENT_SPLITS].iloc[3])
+    assert "_file_exists" not in m.columns  # the caller's manifest is left alone
 
 
 def test_imaging_expectations_cover_measured_columns():
