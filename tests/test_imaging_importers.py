@@ -403,3 +403,16 @@ def test_dicom_manifest_deidentified_consistently(tmp_path: Path) -> None:
     other, _, _ = deidentify_manifest(manifest, meta, b"k2", rules)
     pd.testing.assert_frame_equal(clean, again)
     assert not set(other["patient_id"]) & set(clean["patient_id"])
+
+
+def test_split_does_not_depend_on_the_deid_key(tmp_path: Path) -> None:
+    """The same data and seed give the same patient split under any pseudonymisation key."""
+    from medml.deid.manifest import deidentify_manifest
+
+    manifest, meta = get_task("imaging").generate(
+        tmp_path / "d", {"n_patients": 30, "images_per_patient": [1, 3], "size": 12}, 0, "d")
+    splits = []
+    for key in (b"one key", b"another key"):
+        clean, m2, _ = deidentify_manifest(manifest, meta, key, {"patient_id": "pseudonym"})
+        splits.append(split_manifest(clean, m2, seed=4)[0].set_index("id")["split"])
+    assert splits[0].equals(splits[1])

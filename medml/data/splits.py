@@ -76,6 +76,9 @@ def split_manifest(manifest: pd.DataFrame, meta: DatasetMeta,
     known = patients.notna() & (patients.astype(str).str.strip() != "")
     if known.any():
         groups = patients.astype(str).where(known, "__example__" + df["id"].astype(str))
+        # name each group by its first example id, not by its (keyed) pseudonym: the same
+        # data and seed give the same split on every machine, whatever the de-id key
+        groups = df["id"].astype(str).groupby(groups).transform("min")
         df["split"] = assign_splits(df["label"], groups.tolist(), fractions, seed)
     else:
         df["split"] = assign_splits(df["label"], None, fractions, seed)
