@@ -33,6 +33,15 @@ def tiny_imaging() -> TaskParams:
     })
 
 
+def free_port() -> int:
+    """A loopback port free at the time of the call (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def make_workspace(parent: Path) -> Path:
     """``parent/ws``: an empty git repository with one commit."""
     ws = parent / "ws"

@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 
 from medml.settings import Settings
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 
 def _env(settings: Settings, params: Path) -> dict[str, str]:
@@ -141,12 +141,9 @@ def test_kill_9_mid_training_then_rerun_resumes(settings: Settings, workspace: P
 
     # `medml ui` serves the same embedded store: the alias is visible over MLflow's REST API.
     import json
-    import socket
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "medml.cli", "ui", "--port", str(port)],
                           cwd=workspace, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, start_new_session=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 
 from medml.settings import Settings
 
-from .conftest import ROOT, flip_byte
+from .conftest import ROOT, flip_byte, free_port
 from .test_cli import _env, medml
 
 MODEL = "release"
@@ -44,12 +43,6 @@ def _params(settings: Settings, tmp_path: Path, name: str, floor: float = 0.8,
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(s.model_dump(mode="json", exclude={"workspace", "home"})))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_version(url: str, version: str, seconds: float) -> float:
@@ -85,7 +78,7 @@ def test_release_walkthrough(settings: Settings, workspace: Path, tmp_path: Path
     assert r.returncode == 0, r.stderr[-3000:]
     assert "alias champion -> version 1" in r.stdout
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "medml.cli", "serve", MODEL, "--port", str(port),

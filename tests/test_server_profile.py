@@ -21,7 +21,7 @@ import yaml
 
 from medml.settings import Settings
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 PG = "postgres@127.0.0.1:5432"
 BIN = Path(sys.executable).parent
@@ -41,12 +41,6 @@ pytestmark = pytest.mark.skipif(not _pg_up(), reason="needs PostgreSQL on 127.0.
 def _psql(sql: str) -> None:
     subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
                     "-c", sql], check=True, capture_output=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
@@ -128,7 +122,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     dbs = {"mlflow": f"medml_test_mlflow_{tag}", "prefect": f"medml_test_prefect_{tag}"}
     for db in dbs.values():
         _psql(f"CREATE DATABASE {db}")
-    mport, pport = _free_port(), _free_port()
+    mport, pport = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDML_", "PREFECT_"))}
     mlog, plog = tmp / "mlflow.log", tmp / "prefect.log"
     mlflow_proc = subprocess.Popen(
