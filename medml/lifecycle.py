@@ -295,7 +295,7 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
             mlflow.log_dict(asdict(ds.meta), "data/dataset.json")  # split, de-identification
             mlflow.log_input(mlflow.data.from_pandas(
                 manifest, source=str(ds.path), name=name, digest=ds.version.md5[:32],
-                targets="label"), context="training",
+                targets="label" if "label" in manifest.columns else None), context="training",
                 tags={"dvc_md5": ds.version.md5, "git_commit": ds.version.git_commit or ""})
             if validation_report:
                 mlflow.log_artifacts(str(Path(validation_report).parent), "validation")
@@ -386,7 +386,7 @@ def evaluate(settings: Settings, name: str, trained: Trained) -> Evaluated:
         info = mlflow.pyfunc.log_model(
             name="model", python_model=task.pyfunc(),
             artifacts={"bundle": trained.bundle_path}, signature=signature,
-            input_example=example, pip_requirements=_requirements())
+            input_example=example, pip_requirements=_requirements(task))
     log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
     return Evaluated(trained.run_id, info.model_uri, metrics)
 
@@ -436,11 +436,12 @@ def _resolve(model_ref: str) -> tuple[str, str]:
     return model_ref, "@champion"
 
 
-def _requirements() -> list[str]:
+def _requirements(task) -> list[str]:
+    """Pinned pip requirements of the logged model: the shared ones and the task's."""
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "monai", "pandas", "numpy",
-                                           "pydicom", "pillow", "scikit-learn")]
+    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "pandas", "numpy",
+                                           *task.requirements)]
 
 
 # ---------------------------------------------------------------- registry and gate

@@ -33,6 +33,8 @@ class TrainParams(BaseModel):
     num_workers: int = 0  # DataLoader workers (raised automatically on CUDA)
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     average_from: float | None = None  # average weights from this fraction of epochs on
+    keep: Literal["last", "best"] = "last"  # final weights: last epoch, or best val monitor
+    patience: int | None = None  # with keep=best: stop after this many epochs without gain
     augment: bool = True
     tta: bool = True  # average predictions over flips at evaluation
 

@@ -111,6 +111,7 @@ def fit(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last = checkpoint_dir / LAST
     start, history, resumed_from = 0, [], None
+    best: dict | None = None  # keep=best: {"epoch", "value", "state"} of the best val epoch
     if last.is_file():
         ck = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -121,6 +122,7 @@ def fit(
             averaged.load_state_dict(ck["averaged"])
         _set_rng_state(ck["rng"])
         start, history, resumed_from = ck["epoch"], ck["history"], ck["epoch"]
+        best = ck.get("best")
         log.warning("resuming from checkpoint %s at epoch %d/%d", last, start, params.epochs)
 
     workers = params.num_workers or (min(4, os.cpu_count() or 1) if use_amp else 0)
@@ -131,6 +133,11 @@ def fit(
     with Progress(*columns, disable=not progress, transient=False) as bar:
         job = bar.add_task("", total=params.epochs, completed=start)
         for epoch in range(start, params.epochs):
+            if (best is not None and params.patience is not None
+                    and epoch - best["epoch"] >= params.patience):
+                log.info("early stop after epoch %d: no val_%s gain since epoch %d",
+                         epoch, task.monitor, best["epoch"])
+                break
             if hasattr(datasets["train"], "set_epoch"):
                 datasets["train"].set_epoch(epoch)
             gen = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
@@ -155,7 +162,10 @@ def fit(
                 pred = task.predict_split(model, val, spec, device)
                 metrics.update({f"val_{k}": v for k, v in task.score(pred, spec).items()})
             history.append({"epoch": epoch + 1, **metrics})
-            _atomic_save({"epoch": epoch + 1, "model": model.state_dict(),
+            if params.keep == "best":
+                best = _better(best, epoch + 1, metrics.get(f"val_{task.monitor}"),
+                               task.monitor_mode, model)
+            _atomic_save({"epoch": epoch + 1, "model": model.state_dict(), "best": best,
                           "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                           "scaler": scaler.state_dict(), "rng": _rng_state(),
                           "averaged": averaged.state_dict() if averaged is not None else None,
@@ -171,9 +181,23 @@ def fit(
         torch.optim.swa_utils.update_bn((task.model_input(b, device) for b in loader),
                                         averaged, device)
         model = averaged.module
+    elif best is not None:
+        model.load_state_dict(best["state"])
+        log.info("keeping epoch %d (val_%s %.4f)", best["epoch"], task.monitor, best["value"])
     bundle_path = checkpoint_dir / "bundle.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _atomic_save({"task": task.name, "spec": spec, "state_dict": state,
                   "extra": extra or {}, "params": params.model_dump()}, bundle_path)
-    return TrainOutcome(bundle_path, params.epochs, resumed_from,
+    return TrainOutcome(bundle_path, len(history), resumed_from,
                         time.perf_counter() - t0, history)
+
+
+def _better(best: dict | None, epoch: int, value: float | None, mode: str,
+            model: torch.nn.Module) -> dict | None:
+    """The best epoch so far by the validation monitor (NaN or missing never wins)."""
+    if value is None or value != value:
+        return best
+    if best is None or (value > best["value"] if mode == "max" else value < best["value"]):
+        return {"epoch": epoch, "value": value,
+                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    return best

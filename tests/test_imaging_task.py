@@ -114,3 +114,22 @@ def test_weight_averaging_changes_the_final_weights(demo_dir: Path, tmp_path: Pa
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
     net = task.rebuild_model(spec)
     net.load_state_dict(b)
+
+
+def test_keep_best_stops_early_and_keeps_the_best_val_epoch(demo_dir: Path,
+                                                            tmp_path: Path) -> None:
+    task, data, spec, params = _setup(demo_dir, epochs=30)
+    params.train.keep, params.train.patience = "best", 2
+    params.train.lr = 0.5  # too high: val AUROC cannot keep improving for 30 epochs
+    out = fit(task, data, spec, params.train, tmp_path / "best", progress=False)
+    vals = [h["val_auroc"] for h in out.history]
+    best_epoch = int(np.nanargmax(vals)) + 1
+    assert out.epochs == len(vals) < 30  # stopped early
+    assert out.epochs - best_epoch == 2  # exactly `patience` epochs without gain
+    ck = torch.load(tmp_path / "best" / "last.pt", weights_only=False)
+    kept = torch.load(out.bundle_path, weights_only=False)["state_dict"]
+    for k, v in ck["best"]["state"].items():
+        torch.testing.assert_close(kept[k], v)
+    assert ck["best"]["epoch"] == best_epoch
+    assert any(not torch.equal(kept[k], ck["model"][k]) for k in kept
+               if kept[k].is_floating_point())  # not the last epoch's weights

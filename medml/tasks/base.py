@@ -51,6 +51,8 @@ class Task(ABC):
     #: manifest columns of free text (notes, transcripts): de-identified by the deid stage
     #: (``deid_rules``) and checked for identifiers left by validation
     text_columns: tuple[str, ...] = ()
+    #: distributions the logged pyfunc model needs besides mlflow, torch, pandas and numpy
+    requirements: tuple[str, ...] = ()
 
     # ---- data ----
     @property

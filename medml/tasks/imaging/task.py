@@ -41,6 +41,7 @@ class ImagingTask(Task):
     monitor = "auroc"
     group_column = "patient_id"
     subgroup_columns = metrics.SUBGROUPS
+    requirements = ("monai", "pydicom", "pillow", "scikit-learn")
 
     @property
     def importers(self) -> dict[str, Importer]:
