@@ -61,11 +61,18 @@ def _deid_key(settings: Settings) -> bytes:
                     settings.state_dir)
 
 
-def _deid(settings: Settings, manifest, meta: DatasetMeta):
+def _deid(settings: Settings, folder: Path, manifest, meta: DatasetMeta):
+    """The manifest's identifying columns (``Task.deid_rules``), then the example files
+    (``Task.deid_files``), of the dataset being written in ``folder``."""
     from medml.deid.manifest import deidentify_manifest
 
-    return deidentify_manifest(manifest, meta, _deid_key(settings),
-                               get_task(meta.task).deid_rules(meta))
+    key = _deid_key(settings)
+    task = get_task(meta.task)
+    manifest, meta, report = deidentify_manifest(manifest, meta, key, task.deid_rules(meta))
+    manifest, files = task.deid_files(folder, manifest, meta, key)
+    if files:
+        report["files"] = files
+    return manifest, meta, report
 
 
 def _split(settings: Settings, manifest, meta: DatasetMeta):
@@ -90,7 +97,7 @@ def materialise(settings: Settings, task_name: str, out_dir: Path, *, fmt: str |
         manifest, meta = _raw(settings, task_name, tmp, Path(out_dir).name, fmt, src, seed,
                               **options)
         if stage == "split":
-            manifest, meta, report = _deid(settings, manifest, meta)
+            manifest, meta, report = _deid(settings, tmp, manifest, meta)
             write_report(tmp, report)
             manifest, meta = _split(settings, manifest, meta)
         write_dataset(tmp, manifest, meta)
@@ -136,7 +143,7 @@ def deidentify(settings: Settings, src_dir: Path, out_dir: Path, *, overwrite: b
                                         **dicom_options)
 
     def step(tmp: Path, manifest, meta):
-        manifest, meta, report = _deid(settings, manifest, meta)
+        manifest, meta, report = _deid(settings, tmp, manifest, meta)
         write_report(tmp, report)
         return manifest, meta
 

@@ -76,11 +76,7 @@ def shared_expectations(meta: DatasetMeta, text_columns: tuple[str, ...] = ()) -
         gxe.ExpectColumnValuesToNotBeNull(column="id", description="every row has an id"),
         gxe.ExpectColumnValuesToBeUnique(column="id", description="ids are unique"),
         gxe.ExpectColumnValuesToNotBeNull(column="path", description="every row has a path"),
-        gxe.ExpectColumnValuesToNotBeNull(column="label", description="every row has a label"),
         gxe.ExpectColumnValuesToNotBeNull(column="split", description="every row has a split"),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="label", value_set=list(meta.classes),
-            description=f"labels are among the dataset's classes ({classes})"),
         gxe.ExpectColumnValuesToBeInSet(
             column="split", value_set=list(SPLITS),
             description=f"splits are among {', '.join(SPLITS)}"),
@@ -90,17 +86,26 @@ def shared_expectations(meta: DatasetMeta, text_columns: tuple[str, ...] = ()) -
         gxe.ExpectColumnValuesToBeUnique(
             column="content_hash", meta={"check": "duplicate_examples"},
             description="no example appears twice (same content_hash, within or across splits)"),
-        gxe.ExpectColumnDistinctValuesToContainSet(
-            column="label", value_set=list(meta.classes), row_condition=Column("split") == "train",
-            description=f"every class ({classes}) is present in the train split"),
         gxe.ExpectColumnValuesToBeInSet(
             column=FILE_EXISTS, value_set=[True],
             description="every path is a relative path to a file inside the dataset directory"),
     ]
-    exps.append(gxe.ExpectColumnValuesToBeBetween(
-        column=LABEL_SHARE, min_value=MIN_CLASS_SHARE, row_condition=Column("split") == "train",
-        meta={"check": "class_balance"},
-        description=f"every class is at least {MIN_CLASS_SHARE:.0%} of the train split"))
+    if meta.classes:  # classification; sequence tasks (tags, transcripts) check their own
+        exps += [
+            gxe.ExpectColumnValuesToNotBeNull(column="label",
+                                              description="every row has a label"),
+            gxe.ExpectColumnValuesToBeInSet(
+                column="label", value_set=list(meta.classes),
+                description=f"labels are among the dataset's classes ({classes})"),
+            gxe.ExpectColumnDistinctValuesToContainSet(
+                column="label", value_set=list(meta.classes),
+                row_condition=Column("split") == "train",
+                description=f"every class ({classes}) is present in the train split"),
+            gxe.ExpectColumnValuesToBeBetween(
+                column=LABEL_SHARE, min_value=MIN_CLASS_SHARE,
+                row_condition=Column("split") == "train", meta={"check": "class_balance"},
+                description=f"every class is at least {MIN_CLASS_SHARE:.0%} of the train split"),
+        ]
     if text_columns:
         cols = ", ".join(text_columns)
         exps.append(gxe.ExpectColumnValuesToBeInSet(

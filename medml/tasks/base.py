@@ -71,6 +71,15 @@ class Task(ABC):
         (DICOM UIDs, free text)."""
         return {"patient_id": "pseudonym", **dict.fromkeys(self.text_columns, "text")}
 
+    def deid_files(self, dataset_dir: Path, manifest: pd.DataFrame, meta: DatasetMeta,
+                   key: bytes) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """De-identify the example files themselves (notes, transcripts) in ``dataset_dir``
+        during the deid stage, after the manifest rules; returns the manifest (e.g. with
+        new content hashes) and a report section without original values (``{}``: nothing
+        to do). Replace a file by writing a new one and ``os.replace``-ing it, never in
+        place: example files may be hard links to the previous stage's. Default: none."""
+        return manifest, {}
+
     @abstractmethod
     def expectations(self, meta: DatasetMeta, manifest: pd.DataFrame) -> list[Any]:
         """Great Expectations expectations for this task's manifest (besides the shared ones)."""
