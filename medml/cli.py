@@ -31,6 +31,20 @@ def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj
 
 
+_NPROC_HELP = ("train with DDP over N processes (torchrun: NCCL on GPUs, gloo on CPU); "
+               "default: tasks.<task>.train.nproc")
+
+
+def _with_train(s: Settings, task: str, **train: Any) -> Settings:
+    """Settings with ``tasks.<task>.train`` fields overridden (the unset ones ignored)."""
+    train = {k: v for k, v in train.items() if v is not None}
+    if not train:
+        return s
+    tp = s.task(task)
+    tp = tp.model_copy(update={"train": tp.train.model_copy(update=train)})
+    return s.model_copy(update={"tasks": {**s.tasks, task: tp}})
+
+
 @app.callback()
 def _main(ctx: typer.Context,
           params: Path = typer.Option(None, "--params", envvar="MEDML_PARAMS",
@@ -198,12 +212,13 @@ def _summary(result: dict[str, Any], s: Settings) -> None:
 @app.command()
 def pipeline(ctx: typer.Context, task: str = typer.Option(..., "--task"),
              dataset: str = typer.Option(..., "--dataset"),
-             model: str = typer.Option(None, "--model", help="registered model name")) -> None:
+             model: str = typer.Option(None, "--model", help="registered model name"),
+             nproc: int = typer.Option(None, "--nproc", min=1, help=_NPROC_HELP)) -> None:
     """validate -> train -> evaluate -> register -> gate, as a Prefect flow."""
     from medml import lifecycle
     from medml.tasks import get_task
 
-    s = _settings(ctx)
+    s = _with_train(_settings(ctx), task, nproc=nproc)
     get_task(task)
     ds = lifecycle.open_dataset(s, dataset)
     if ds.meta.task != task:
@@ -237,11 +252,13 @@ def demo(ctx: typer.Context, task: str = typer.Option("imaging", "--task"),
 
 
 @app.command()
-def train(ctx: typer.Context, dataset: str = typer.Option(..., "--dataset")) -> None:
+def train(ctx: typer.Context, dataset: str = typer.Option(..., "--dataset"),
+          nproc: int = typer.Option(None, "--nproc", min=1, help=_NPROC_HELP)) -> None:
     """Validate, train and evaluate one dataset's model (no registration)."""
     from medml import lifecycle
 
     s = _settings(ctx)
+    s = _with_train(s, lifecycle.open_dataset(s, dataset).meta.task, nproc=nproc)
     report = lifecycle.validate(s, dataset, check=True)
     trained = lifecycle.train(s, dataset, validation_report=str(report.report_path))
     ev = lifecycle.evaluate(s, dataset, trained)

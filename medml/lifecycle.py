@@ -279,7 +279,6 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
     run_file = ckpt / "run.json"
     exp_id = tracking.configure(settings)
     prior = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
-    datasets = task.datasets(ds.path, ds.meta, manifest, params)
     _, spec = task.build_model(params, ds.meta, manifest)
     with mlflow.start_run(run_id=prior, experiment_id=None if prior else exp_id,
                           run_name=None if prior else f"{task.name}-{name}",
@@ -309,10 +308,19 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
                 accepted = json.loads(Path(validation_report).read_text()).get(
                     "medml", {}).get("accepted", [])
                 mlflow.set_tag("medml.validation.accepted", str(len(accepted)))
-        outcome = fit(task, datasets, spec, params.train, ckpt,
-                      on_epoch=lambda e, m: mlflow.log_metrics(m, step=e),
-                      extra={"run_id": run.info.run_id, "data_version": ds.version.as_dict()},
-                      progress=progress)
+        extra = {"run_id": run.info.run_id, "data_version": ds.version.as_dict()}
+        if params.train.nproc > 1:  # DDP through torchrun; rank 0 logs into this run
+            from medml.distributed import launch
+
+            job = {"settings": settings.model_dump(mode="json", exclude={"deid_key"}),
+                   "task": task.name, "dataset_dir": str(ds.path), "spec": spec,
+                   "checkpoint_dir": str(ckpt), "run_id": run.info.run_id, "extra": extra,
+                   "progress": progress}
+            outcome = launch(job, ckpt, params.train.nproc)
+        else:
+            outcome = fit(task, task.datasets(ds.path, ds.meta, manifest, params), spec,
+                          params.train, ckpt, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e),
+                          extra=extra, progress=progress)
         if outcome.resumed_from is not None:
             mlflow.set_tag("medml.resumed_from_epoch", str(outcome.resumed_from))
             log.warning("resumed from epoch %d", outcome.resumed_from)

@@ -32,6 +32,7 @@ class TrainParams(BaseModel):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0  # DataLoader workers (raised automatically on CUDA)
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    nproc: int = Field(1, ge=1)  # > 1: DDP over this many processes (torchrun; gloo/NCCL)
     average_from: float | None = None  # average weights from this fraction of epochs on
     keep: Literal["last", "best"] = "last"  # final weights: last epoch, or best val monitor
     patience: int | None = None  # with keep=best: stop after this many epochs without gain

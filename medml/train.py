@@ -1,5 +1,11 @@
 """The training loop every task shares: seeded, GPU when present (mixed precision, pinned
-memory), CPU otherwise, checkpointed each epoch and resumed from the last checkpoint."""
+memory), CPU otherwise, checkpointed each epoch and resumed from the last checkpoint.
+
+Under ``torchrun`` (``medml.distributed``, ``train.nproc > 1``) the same loop runs as
+DistributedDataParallel: each rank takes every ``world``-th example of the epoch's
+shuffled order (together, the examples of one single-process batch) with
+``batch_size / world`` per rank; rank 0 scores the validation split, logs, checkpoints
+and writes the bundle; the others follow its decisions."""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch.utils.data import Dataset
+from torch import distributed as dist
+from torch.utils.data import Dataset, Subset
 
 from medml.errors import BadInputError
 from medml.settings import TrainParams
@@ -42,6 +49,23 @@ def pick_device(preference: str = "auto") -> torch.device:
     if preference.startswith("cuda") and not torch.cuda.is_available():
         raise BadInputError(f"device {preference!r} asked for but CUDA is not available")
     return torch.device(preference)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0, 1 outside torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _shard(n: int, gen: torch.Generator, rank: int, world: int) -> list[int]:
+    """This rank's share of the epoch's order: a permutation drawn from ``gen``, padded to a
+    multiple of ``world`` (as DistributedSampler does), every ``world``-th index from
+    ``rank`` on. Batch i of all ranks together holds the examples of batch i of one
+    process with ``world`` times the batch size."""
+    order = torch.randperm(n, generator=gen).tolist()
+    order += order[: (-n) % world]
+    return order[rank::world]
 
 
 def seed_everything(seed: int) -> None:
@@ -90,11 +114,24 @@ def fit(
     if len(datasets["train"]) == 0:
         raise BadInputError("the train split is empty; re-split the dataset")
     t0 = time.perf_counter()
+    rank, world = rank_and_world()
     device = pick_device(params.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if params.threads:
         torch.set_num_threads(params.threads)
+    batch_size = params.batch_size // world
+    if batch_size < 1:
+        raise BadInputError(f"batch_size {params.batch_size} is smaller than nproc {world}")
+    progress = progress and rank == 0
     seed_everything(params.seed)
     model = task.rebuild_model(spec).to(device)
+    net = model  # what the batches go through: the DDP wrapper under torchrun
+    if world > 1:
+        if device.type == "cuda":  # BatchNorm statistics over all ranks' batches (GPU only)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     milestones = sorted({max(1, int(f * params.epochs)) for f in params.lr_milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=params.lr_gamma)
@@ -141,13 +178,16 @@ def fit(
             if hasattr(datasets["train"], "set_epoch"):
                 datasets["train"].set_epoch(epoch)
             gen = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
-            loader = task.loader(datasets["train"], params.batch_size, True, device, workers, gen)
-            model.train()
+            # The epoch's order is drawn here, the same for any number of ranks (world 1:
+            # the whole order), so a DDP run sees the single process's batches.
+            shard = Subset(datasets["train"], _shard(len(datasets["train"]), gen, rank, world))
+            loader = task.loader(shard, batch_size, False, device, workers)
+            net.train()
             total, count = 0.0, 0
             for batch in loader:
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    loss = task.loss(model, batch, device)
+                    loss = task.loss(net, batch, device)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
@@ -157,24 +197,39 @@ def fit(
             sched.step()
             if averaged is not None and epoch + 1 > swa_from:
                 averaged.update_parameters(model)
+            if world > 1:  # the loss over all ranks' examples
+                sums = torch.tensor([total, float(count)], dtype=torch.float64)
+                dist.all_reduce(sums)
+                total, count = float(sums[0]), int(sums[1])
             metrics = {"train_loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
-            if val is not None and len(val):
+            if val is not None and len(val) and rank == 0:
                 pred = task.predict_split(model, val, spec, device)
                 metrics.update({f"val_{k}": v for k, v in task.score(pred, spec).items()})
+            if world > 1:  # every rank follows rank 0's validation (best epoch, early stop)
+                shared = [metrics]
+                dist.broadcast_object_list(shared, src=0)
+                metrics = shared[0]
             history.append({"epoch": epoch + 1, **metrics})
             if params.keep == "best":
                 best = _better(best, epoch + 1, metrics.get(f"val_{task.monitor}"),
                                task.monitor_mode, model)
-            _atomic_save({"epoch": epoch + 1, "model": model.state_dict(), "best": best,
-                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                          "scaler": scaler.state_dict(), "rng": _rng_state(),
-                          "averaged": averaged.state_dict() if averaged is not None else None,
-                          "history": history, "spec": spec, "extra": extra or {}}, last)
-            if on_epoch:
-                on_epoch(epoch + 1, metrics)
+            if rank == 0:
+                _atomic_save({"epoch": epoch + 1, "model": model.state_dict(), "best": best,
+                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                              "scaler": scaler.state_dict(), "rng": _rng_state(),
+                              "averaged": averaged.state_dict() if averaged is not None
+                              else None, "history": history, "spec": spec,
+                              "extra": extra or {}}, last)
+                if on_epoch:
+                    on_epoch(epoch + 1, metrics)
             shown = metrics.get(f"val_{task.monitor}", metrics["train_loss"])
             bar.update(job, advance=1, description=f"loss {metrics['train_loss']:.3f} "
                                                    f"val_{task.monitor} {shown:.3f}")
+    bundle_path = checkpoint_dir / "bundle.pt"
+    if rank != 0:  # rank 0 writes the bundle; the others wait for it
+        dist.barrier()
+        return TrainOutcome(bundle_path, len(history), resumed_from,
+                            time.perf_counter() - t0, history)
     if averaged is not None and int(averaged.n_averaged) > 0:
         # Recompute BatchNorm statistics for the averaged weights (one pass, no grad).
         loader = task.loader(datasets["train"], params.batch_size, False, device, workers)
@@ -184,10 +239,11 @@ def fit(
     elif best is not None:
         model.load_state_dict(best["state"])
         log.info("keeping epoch %d (val_%s %.4f)", best["epoch"], task.monitor, best["value"])
-    bundle_path = checkpoint_dir / "bundle.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _atomic_save({"task": task.name, "spec": spec, "state_dict": state,
                   "extra": extra or {}, "params": params.model_dump()}, bundle_path)
+    if world > 1:
+        dist.barrier()
     return TrainOutcome(bundle_path, len(history), resumed_from,
                         time.perf_counter() - t0, history)
 

@@ -14,15 +14,17 @@ from medml.errors import BadInputError
 
 
 def small_cnn(in_channels: int, num_classes: int, channels: tuple[int, ...] = (32, 64, 128),
-              dropout: float = 0.2) -> nn.Module:
+              dropout: float = 0.2, norm: str | None = "BATCH") -> nn.Module:
     """A VGG-style CNN for small images (~0.3M parameters at the defaults): per stage two
-    3x3 conv-BN-ReLU blocks and a 2x2 max-pool, then global average pooling."""
+    3x3 conv-norm-ReLU blocks and a 2x2 max-pool, then global average pooling. ``norm``:
+    a MONAI norm name (``BATCH``; ``INSTANCE`` normalises each image alone, so results
+    do not depend on how a batch is split across DDP ranks), or None."""
     layers: list[nn.Module] = []
     c_in = in_channels
     for c in channels:
         layers += [
-            Convolution(2, c_in, c, kernel_size=3, act="RELU", norm="BATCH"),
-            Convolution(2, c, c, kernel_size=3, act="RELU", norm="BATCH"),
+            Convolution(2, c_in, c, kernel_size=3, act="RELU", norm=norm),
+            Convolution(2, c, c, kernel_size=3, act="RELU", norm=norm),
             nn.MaxPool2d(2),
         ]
         c_in = c
