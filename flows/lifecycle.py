@@ -81,15 +81,12 @@ def decision_task(cfg: Settings, dataset: str) -> str:
     return lifecycle.open_dataset(cfg, dataset).meta.task
 
 
-@flow(name="medml-lifecycle", log_prints=True)
-def lifecycle_flow(settings: dict[str, Any], dataset: str, model: str) -> dict[str, Any]:
-    """Validate, train, evaluate, register and gate one dataset's model."""
-    cfg = Settings(**settings)
-    run_id = str(flow_run.get_id() or "")
-    report = validate(cfg, dataset)
-    trained = train(cfg, dataset, run_id, report)
+def release(cfg: Settings, dataset: str, model: str, trained: lifecycle.Trained,
+            flow_run_id: str) -> dict[str, Any]:
+    """evaluate -> register -> gate (judge [-> human approval] -> conclude) for a trained
+    model: the tail of the lifecycle and of a hyperparameter search (``flows/tune.py``)."""
     evaluated = evaluate(cfg, dataset, trained)
-    version = register(cfg, model, evaluated, trained, run_id)
+    version = register(cfg, model, evaluated, trained, flow_run_id)
     decision = judge(cfg, model, version)
     gate = cfg.task(decision_task(cfg, dataset)).gate
     approval = (ask_approval(decision, gate.approval_timeout_s)
@@ -99,5 +96,15 @@ def lifecycle_flow(settings: dict[str, Any], dataset: str, model: str) -> dict[s
         # The flow run ends Failed, so a refused promotion is visible in Prefect too.
         raise CheckFailed(f"{model} version {version} not promoted: {decision.reasons()}; "
                           "champion unchanged")
-    return {"flow_run_id": run_id, "run_id": trained.run_id, "model": model,
+    return {"flow_run_id": flow_run_id, "run_id": trained.run_id, "model": model,
             "version": version, "metrics": evaluated.metrics, "decision": decision}
+
+
+@flow(name="medml-lifecycle", log_prints=True)
+def lifecycle_flow(settings: dict[str, Any], dataset: str, model: str) -> dict[str, Any]:
+    """Validate, train, evaluate, register and gate one dataset's model."""
+    cfg = Settings(**settings)
+    run_id = str(flow_run.get_id() or "")
+    report = validate(cfg, dataset)
+    trained = train(cfg, dataset, run_id, report)
+    return release(cfg, dataset, model, trained, run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -224,6 +225,39 @@ def pipeline(ctx: typer.Context, task: str = typer.Option(..., "--task"),
     if ds.meta.task != task:
         raise MedMLError(f"dataset {dataset!r} is a {ds.meta.task} dataset, not {task}")
     _summary(_run_flow(s, dataset, model or f"{task}-{dataset}"), s)
+
+
+@app.command()
+def tune(ctx: typer.Context, task: str = typer.Option(..., "--task"),
+         dataset: str = typer.Option(..., "--dataset"),
+         model: str = typer.Option(None, "--model", help="registered model name"),
+         trials: int = typer.Option(None, "--trials", min=1,
+                                    help="default: tasks.<task>.tune.trials"),
+         parallel: int = typer.Option(None, "--parallel", min=1,
+                                      help="trials at once (Dask worker processes); "
+                                           "default: tasks.<task>.tune.parallel")) -> None:
+    """Hyperparameter search (Optuna; trials in parallel on a Prefect Dask task runner,
+    each a nested MLflow run), then the best trial through evaluate -> register -> gate."""
+    from medml import lifecycle
+    from medml.tasks import get_task
+
+    s = _settings(ctx)
+    get_task(task)
+    if lifecycle.open_dataset(s, dataset).meta.task != task:
+        raise MedMLError(f"dataset {dataset!r} is not a {task} dataset")
+    os.environ.update(s.prefect_env())
+    from flows.tune import run
+
+    result = run(s, dataset, model or f"{task}-{dataset}", trials=trials, parallel=parallel)
+    table = Table(title=f"trials (parent MLflow run {result['parent_run_id']})")
+    for col in ("trial", "val", "settings", "run"):
+        table.add_column(col)
+    for t in sorted(result["trials"], key=lambda t: t["number"]):
+        mark = " *" if t["run_id"] == result["run_id"] else ""
+        table.add_row(f"{t['number']}{mark}", "-" if t["value"] is None else f"{t['value']:.4f}",
+                      escape(json.dumps(t["overrides"])), t["run_id"])
+    out.print(table)
+    _summary(result, s)
 
 
 @app.command()

@@ -242,6 +242,7 @@ class Trained:
     checkpoint_dir: str
     resumed_from: int | None
     seconds: float
+    val_metrics: dict[str, float] = field(default_factory=dict)  # of the weights kept
 
 
 def _flat(prefix: str, d: dict) -> dict[str, Any]:
@@ -258,8 +259,10 @@ def _checkpoint_dir(settings: Settings, ds: OpenDataset, params_json: str) -> Pa
 
 
 def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
-          validation_report: str | None = None, progress: bool = True) -> Trained:
-    """Train the task's model on dataset ``name`` in one MLflow run.
+          validation_report: str | None = None, progress: bool = True,
+          parent_run_id: str | None = None, run_name: str | None = None) -> Trained:
+    """Train the task's model on dataset ``name`` in one MLflow run (nested under
+    ``parent_run_id`` when given: a trial of ``medml tune``).
 
     Re-running the same command after a kill resumes the same run from the last
     epoch checkpoint (same data version and settings => same checkpoint folder)."""
@@ -281,7 +284,8 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
     prior = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
     _, spec = task.build_model(params, ds.meta, manifest)
     with mlflow.start_run(run_id=prior, experiment_id=None if prior else exp_id,
-                          run_name=None if prior else f"{task.name}-{name}",
+                          run_name=None if prior else (run_name or f"{task.name}-{name}"),
+                          parent_run_id=None if prior else parent_run_id,
                           log_system_metrics=True) as run:
         if prior:
             attempts = int(run.data.tags.get("medml.attempts", "1")) + 1
@@ -325,8 +329,23 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
             mlflow.set_tag("medml.resumed_from_epoch", str(outcome.resumed_from))
             log.warning("resumed from epoch %d", outcome.resumed_from)
         mlflow.log_metric("train_seconds", outcome.seconds)
+        kept = _kept_epoch(outcome.history, task, params.train.keep)
         return Trained(run.info.run_id, str(outcome.bundle_path), str(ckpt),
-                       outcome.resumed_from, outcome.seconds)
+                       outcome.resumed_from, outcome.seconds,
+                       {k: v for k, v in kept.items() if k.startswith("val_")})
+
+
+def _kept_epoch(history: list[dict], task, keep: str) -> dict:
+    """The history entry of the weights training kept: the last epoch, or the best one by
+    the validation monitor (``keep: best``)."""
+    if not history:
+        return {}
+    key = f"val_{task.monitor}"
+    scored = [h for h in history if h.get(key) == h.get(key) and key in h]
+    if keep != "best" or not scored:
+        return history[-1]
+    pick = max if task.monitor_mode == "max" else min
+    return pick(scored, key=lambda h: h[key])
 
 
 # ---------------------------------------------------------------- evaluation

@@ -71,6 +71,17 @@ class SplitParams(BaseModel):
     seed: int = 0
 
 
+class TuneParams(BaseModel):
+    """The hyperparameter search of ``medml tune`` (medml/tune.py): ``space`` maps a
+    ``train`` key (``model_args.<name>`` for a constructor argument) to a list of choices
+    or a range ``{low, high, log}`` (integers when both ends are integers)."""
+
+    trials: int = Field(8, ge=1)
+    parallel: int = Field(2, ge=1)  # trials at once, each in its own Dask worker process
+    sampler: Literal["tpe", "grid"] = "tpe"  # grid: every combination of the lists
+    space: dict[str, Any] = Field(default_factory=dict)
+
+
 class TaskParams(BaseModel):
     """Everything one task needs: preprocessing, training, gate and demo-data settings."""
 
@@ -79,6 +90,7 @@ class TaskParams(BaseModel):
     gate: GateParams = Field(default_factory=GateParams)
     data: dict[str, Any] = Field(default_factory=dict)  # task-specific preprocessing
     demo: dict[str, Any] = Field(default_factory=dict)  # task-specific demo generator
+    tune: TuneParams = Field(default_factory=TuneParams)
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,77 @@
+"""Hyperparameter search as a Prefect flow: validate once, then the trials in batches of
+``parallel``, each batch's trials at once on a Dask task runner (one worker process per
+trial), each trial a nested MLflow run; the best by the validation monitor is released
+like any lifecycle model (evaluate -> register -> gate)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from flows.lifecycle import release, validate
+from medml import tune
+from medml.settings import Settings
+
+
+@task(name="trial", cache_policy=NO_CACHE)
+def trial(cfg: Settings, dataset: str, parent_run_id: str, asked: tune.AskedTrial,
+          task_name: str, threads: int, flow_run_id: str, report: str) -> tune.TrialResult:
+    return tune.run_trial(cfg, dataset, parent_run_id, asked, task_name, threads=threads,
+                          flow_run_id=flow_run_id, validation_report=report)
+
+
+@flow(name="medml-tune", log_prints=True)
+def tune_flow(settings: dict[str, Any], dataset: str, model: str, trials: int | None = None,
+              parallel: int | None = None) -> dict[str, Any]:
+    """Search, then release the best trial's model."""
+    import mlflow
+
+    cfg = Settings(**settings)
+    run_id = str(flow_run.get_id() or "")
+    report = validate(cfg, dataset)
+    study = tune.open_study(cfg, dataset, trials=trials, parallel=parallel)
+    width = study.params.parallel
+    threads = max(1, (os.cpu_count() or 1) // width)
+    try:
+        while batch := study.ask(width):
+            futures = [trial.submit(cfg, dataset, study.parent_run_id, asked, study.task.name,
+                                    threads, run_id, report) for asked in batch]
+            results = [f.result() for f in futures]
+            for r in results:
+                print(f"trial {r.number} (pid {r.pid}): val_{study.task.monitor} {r.value} "
+                      f"with {r.overrides}")
+            study.tell(results)
+        best = study.best()
+        study.finish(best)
+    except BaseException:
+        mlflow.MlflowClient().set_terminated(study.parent_run_id, "FAILED")
+        raise
+    print(f"best: trial {best.number} (run {best.run_id}), val_{study.task.monitor} "
+          f"{best.value}; releasing it")
+    result = release(cfg, dataset, model, best.trained, run_id)
+    return {**result, "parent_run_id": study.parent_run_id,
+            "trials": [tune.summary(r) for r in study.results]}
+
+
+def run(settings: Settings, dataset: str, model: str, trials: int | None = None,
+        parallel: int | None = None) -> dict[str, Any]:
+    """``tune_flow`` on a Dask cluster of ``parallel`` single-threaded worker processes."""
+    from prefect_dask import DaskTaskRunner
+
+    width = parallel or settings.task(
+        _task_of(settings, dataset)).tune.parallel
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": width, "threads_per_worker": 1,
+                                            "processes": True, "dashboard_address": None})
+    return tune_flow.with_options(task_runner=runner)(
+        settings=settings.model_dump(mode="json"), dataset=dataset, model=model,
+        trials=trials, parallel=parallel)
+
+
+def _task_of(settings: Settings, dataset: str) -> str:
+    from medml.lifecycle import open_dataset
+
+    return open_dataset(settings, dataset).meta.task

@@ -1,0 +1,249 @@
+"""Hyperparameter search: an Optuna study whose trials are ordinary trainings, each a
+nested MLflow run under one parent run; the best trial by the validation monitor goes on
+to evaluation, registration and the gate. The test split is only seen by the winner.
+
+This module is the library side (no Prefect): ``flows/tune.py`` runs the trials of each
+batch in parallel on a Dask task runner, and the CLI (``medml tune``) starts that flow.
+
+    study = open_study(settings, dataset)            # parent run, sampler, space
+    asked = study.ask(n)                              # n trials' settings overrides
+    results = [run_trial(settings, dataset, study.parent_run_id, t) for t in asked]
+    study.tell(results); best = study.best()
+    study.finish(best)                                # table, best params, clean-up
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from medml.errors import BadInputError
+from medml.settings import Settings, TuneParams
+
+log = logging.getLogger("medml.tune")
+
+
+@dataclass
+class AskedTrial:
+    number: int
+    overrides: dict[str, Any]  # train key (model_args.<name> for constructor args) -> value
+
+
+@dataclass
+class TrialResult:
+    number: int
+    overrides: dict[str, Any]
+    run_id: str
+    value: float | None  # the validation monitor of the weights kept; None: no val score
+    trained: Any  # lifecycle.Trained
+    pid: int = 0  # the process that trained it
+    val_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _distributions(space: dict[str, Any]) -> dict[str, Any]:
+    """Optuna distributions from the settings' ``space``."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    out = {}
+    for key, spec in space.items():
+        if isinstance(spec, list) and spec:
+            out[key] = CategoricalDistribution(
+                [json.dumps(v) if isinstance(v, list | dict) else v for v in spec])
+        elif isinstance(spec, dict) and {"low", "high"} <= set(spec):
+            ints = all(isinstance(spec[k], int) and not isinstance(spec[k], bool)
+                       for k in ("low", "high"))
+            cls = IntDistribution if ints else FloatDistribution
+            out[key] = cls(spec["low"], spec["high"], log=bool(spec.get("log", False)))
+        else:
+            raise BadInputError(f"tune.space.{key}: give a list of choices or "
+                                "{low: ..., high: ..., log: true|false}")
+    return out
+
+
+def _decode(value: Any) -> Any:
+    """Choices that are lists or mappings travel through Optuna as JSON text."""
+    if isinstance(value, str) and value[:1] in "[{":
+        return json.loads(value)
+    return value
+
+
+def apply_overrides(settings: Settings, task: str, overrides: dict[str, Any],
+                    threads: int | None = None) -> Settings:
+    """``settings`` with ``tasks.<task>.train`` keys replaced (``model_args.<name>`` goes
+    into the constructor arguments)."""
+    from medml.settings import TrainParams
+
+    tp = settings.task(task)
+    train = tp.train.model_dump()
+    for key, value in overrides.items():
+        if key.startswith("model_args."):
+            train["model_args"] = {**train["model_args"], key.split(".", 1)[1]: value}
+        elif key in TrainParams.model_fields:
+            train[key] = value
+        else:
+            raise BadInputError(f"tune.space.{key}: not a train setting; use one of "
+                                f"{', '.join(TrainParams.model_fields)} or model_args.<name>")
+    if threads is not None:
+        train["threads"] = threads
+    tp = tp.model_copy(update={"train": TrainParams(**train)})
+    return settings.model_copy(update={"tasks": {**settings.tasks, task: tp}})
+
+
+class Study:
+    """An Optuna study of one dataset's training, recorded in a parent MLflow run."""
+
+    def __init__(self, settings: Settings, dataset: str, task: Any, params: TuneParams,
+                 parent_run_id: str) -> None:
+        import optuna
+
+        self.settings, self.dataset, self.task, self.params = settings, dataset, task, params
+        self.parent_run_id = parent_run_id
+        self.distributions = _distributions(params.space)
+        seed = settings.task(task.name).train.seed
+        grid: list[dict] = []
+        if params.sampler == "grid":
+            if not all(isinstance(v, list) and v for v in params.space.values()):
+                raise BadInputError("tune.sampler grid: every tune.space entry must be a list")
+            keys = list(params.space)
+            grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(
+                *[[json.dumps(v) if isinstance(v, list | dict) else v for v in params.space[k]]
+                  for k in keys])]
+            self.params = params = params.model_copy(
+                update={"trials": min(params.trials, len(grid))})
+            sampler = optuna.samplers.RandomSampler(seed=seed)  # only asked past the grid
+        else:
+            sampler = optuna.samplers.TPESampler(seed=seed)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.create_study(
+            direction="maximize" if task.monitor_mode == "max" else "minimize",
+            sampler=sampler, study_name=f"tune-{dataset}")
+        for point in grid:  # the grid, in order, as enqueued trials (Optuna's GridSampler
+            self.study.enqueue_trial(point)  # stops studies itself, unlike ask-and-tell)
+        self._open: dict[int, Any] = {}
+        self.results: list[TrialResult] = []
+
+    def ask(self, n: int) -> list[AskedTrial]:
+        """The next ``n`` trials' overrides (fewer when the budget is nearly spent)."""
+        n = min(n, self.params.trials - len(self.results) - len(self._open))
+        asked = []
+        for _ in range(max(n, 0)):
+            trial = self.study.ask(self.distributions)
+            self._open[trial.number] = trial
+            asked.append(AskedTrial(trial.number,
+                                    {k: _decode(v) for k, v in trial.params.items()}))
+        return asked
+
+    def tell(self, results: list[TrialResult]) -> None:
+        import optuna
+
+        for r in results:
+            trial = self._open.pop(r.number)
+            if r.value is None or r.value != r.value:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self.study.tell(trial, r.value)
+            self.results.append(r)
+
+    def best(self) -> TrialResult:
+        scored = [r for r in self.results if r.value is not None and r.value == r.value]
+        if not scored:
+            raise BadInputError(f"no trial of dataset {self.dataset!r} has a validation "
+                                f"{self.task.monitor}; give the dataset a val split")
+        pick = max if self.task.monitor_mode == "max" else min
+        return pick(scored, key=lambda r: r.value)  # the earliest of equals
+
+    def finish(self, best: TrialResult) -> None:
+        """Record the search in the parent run and drop the losers' checkpoints."""
+        import mlflow
+        import pandas as pd
+
+        from medml import tracking
+
+        tracking.configure(self.settings)
+        client = mlflow.MlflowClient()
+        monitor = f"val_{self.task.monitor}"
+        table = pd.DataFrame([{"trial": r.number, "run_id": r.run_id, monitor: r.value,
+                               "pid": r.pid, **{f"param.{k}": json.dumps(v)
+                                                 for k, v in r.overrides.items()}}
+                              for r in sorted(self.results, key=lambda r: r.number)])
+        client.log_table(self.parent_run_id, table, "tune/trials.json")
+        client.log_dict(self.parent_run_id, {"best_trial": best.number,
+                                             "best_run_id": best.run_id,
+                                             "best_overrides": best.overrides},
+                        "tune/best.json")
+        client.log_metric(self.parent_run_id, f"best_{monitor}", best.value)
+        client.set_tag(self.parent_run_id, "medml.tune.best_run_id", best.run_id)
+        client.set_tag(self.parent_run_id, "medml.tune.best_trial", str(best.number))
+        client.set_tag(best.run_id, "medml.tune.best", "true")
+        for r in self.results:
+            if r.run_id != best.run_id:
+                shutil.rmtree(r.trained.checkpoint_dir, ignore_errors=True)
+        client.set_terminated(self.parent_run_id)
+
+
+def open_study(settings: Settings, dataset: str, *, trials: int | None = None,
+               parallel: int | None = None) -> Study:
+    """A study of dataset ``dataset`` with its parent MLflow run (tags name the dataset
+    and its DVC version; params the search)."""
+    import mlflow
+
+    from medml import tracking
+    from medml.lifecycle import open_dataset
+    from medml.tasks import get_task
+
+    ds = open_dataset(settings, dataset)
+    task = get_task(ds.meta.task)
+    params = settings.task(task.name).tune
+    params = params.model_copy(update={k: v for k, v in
+                                       {"trials": trials, "parallel": parallel}.items()
+                                       if v is not None})
+    if not params.space:
+        raise BadInputError(f"tasks.{task.name}.tune.space is empty; name the train settings "
+                            "to search in params.yaml")
+    _distributions(params.space)  # a bad space fails before any run exists
+    exp_id = tracking.configure(settings)
+    client = mlflow.MlflowClient()
+    run = client.create_run(exp_id, run_name=f"tune-{dataset}", tags={
+        "medml.task": task.name, "medml.dataset": dataset, "medml.data_md5": ds.version.md5,
+        "medml.tune": "parent"})
+    client.log_param(run.info.run_id, "tune.trials", params.trials)
+    client.log_param(run.info.run_id, "tune.parallel", params.parallel)
+    client.log_param(run.info.run_id, "tune.sampler", params.sampler)
+    client.log_param(run.info.run_id, "tune.space", json.dumps(params.space)[:6000])
+    return Study(settings, dataset, task, params, run.info.run_id)
+
+
+def run_trial(settings: Settings, dataset: str, parent_run_id: str, asked: AskedTrial,
+              task: str, threads: int | None = None, flow_run_id: str | None = None,
+              validation_report: str | None = None) -> TrialResult:
+    """Train one trial as a nested MLflow run; its value is the validation monitor."""
+    import mlflow
+
+    from medml import lifecycle, tracking
+
+    cfg = apply_overrides(settings, task, asked.overrides, threads)
+    trained = lifecycle.train(cfg, dataset, flow_run_id=flow_run_id, progress=False,
+                              validation_report=validation_report,
+                              parent_run_id=parent_run_id, run_name=f"trial-{asked.number}")
+    tracking.configure(cfg)
+    mlflow.MlflowClient().set_tag(trained.run_id, "medml.tune.trial", str(asked.number))
+    from medml.tasks import get_task
+
+    value = trained.val_metrics.get(f"val_{get_task(task).monitor}")
+    return TrialResult(asked.number, asked.overrides, trained.run_id, value, trained,
+                       os.getpid(), trained.val_metrics)
+
+
+def summary(result: TrialResult) -> dict[str, Any]:
+    d = asdict(result)
+    d.pop("trained")
+    return d

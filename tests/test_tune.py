@@ -1,0 +1,67 @@
+"""Hyperparameter search: Optuna trials in parallel on a Prefect Dask task runner, nested
+MLflow runs, the best trial through the gate (real Prefect, Dask, MLflow and DVC)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from flows.tune import run
+from medml import lifecycle, tune
+from medml.errors import BadInputError
+from medml.settings import Settings
+
+
+def test_space_and_overrides_are_checked_before_any_run(settings: Settings) -> None:
+    with pytest.raises(BadInputError, match=r"tune.space.lr: give a list of choices"):
+        tune._distributions({"lr": 0.1})
+    with pytest.raises(BadInputError, match=r"tune.space.learning_rate: not a train setting"):
+        tune.apply_overrides(settings, "imaging", {"learning_rate": 0.1})
+    cfg = tune.apply_overrides(settings, "imaging", {"lr": 0.01, "model_args.dropout": 0.3},
+                               threads=1)
+    train = cfg.task("imaging").train
+    assert (train.lr, train.model_args["dropout"], train.threads) == (0.01, 0.3, 1)
+    assert train.model_args["channels"] == [8, 16]  # the other constructor args stay
+    assert settings.task("imaging").train.lr != 0.01  # the original settings are unchanged
+
+
+def test_trials_run_in_parallel_as_nested_runs_and_the_best_goes_to_the_gate(
+        settings: Settings, workspace: Path) -> None:
+    imaging = settings.tasks["imaging"]
+    imaging.tune.space = {"lr": [0.0001, 0.003]}
+    imaging.tune.sampler, imaging.tune.trials, imaging.tune.parallel = "grid", 2, 2
+    imaging.train.epochs = 3
+    lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
+
+    result = run(settings, "demo", "tuned")
+
+    client = mlflow.MlflowClient(settings.mlflow_uri, settings.mlflow_uri)
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["medml.tune"] == "parent"
+    exp = parent.info.experiment_id
+    children = client.search_runs(
+        [exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2
+    assert sorted(float(c.data.params["train.lr"]) for c in children) == [0.0001, 0.003]
+    # Each trial trained in its own Dask worker process, at the same time as the other.
+    pids = {t["pid"] for t in result["trials"]}
+    assert len(pids) == 2 and os.getpid() not in pids
+    a, b = children
+    assert max(a.info.start_time, b.info.start_time) < min(a.info.end_time, b.info.end_time)
+
+    # The best trial by val AUROC (never the test split) is the registered champion.
+    best = max(result["trials"], key=lambda t: (t["value"], -t["number"]))
+    assert result["run_id"] == best["run_id"] == parent.data.tags["medml.tune.best_run_id"]
+    for c in children:
+        assert c.data.metrics["val_auroc"] == pytest.approx(
+            next(t["value"] for t in result["trials"] if t["run_id"] == c.info.run_id))
+    mv = client.get_model_version_by_alias("tuned", "champion")
+    assert mv.run_id == best["run_id"] and mv.tags["gate.passed"] == "True"
+    assert "test_auroc" in client.get_run(best["run_id"]).data.metrics
+    loser = next(c for c in children if c.info.run_id != best["run_id"])
+    assert "test_auroc" not in loser.data.metrics  # only the winner sees the test split
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "tune")}
+    assert {"tune/trials.json", "tune/best.json"} <= names
