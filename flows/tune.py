@@ -59,16 +59,42 @@ def tune_flow(settings: dict[str, Any], dataset: str, model: str, trials: int | 
 
 def run(settings: Settings, dataset: str, model: str, trials: int | None = None,
         parallel: int | None = None) -> dict[str, Any]:
-    """``tune_flow`` on a Dask cluster of ``parallel`` single-threaded worker processes."""
+    """``tune_flow`` on a Dask cluster of ``parallel`` single-threaded worker processes.
+
+    Without a Prefect server (the embedded profile) one temporary server is started here
+    and its URL handed to the workers, so that the trials report to the flow's server
+    instead of each worker starting its own."""
+    from contextlib import ExitStack
+
+    # Dask's own INFO chatter (and shutdown tracebacks of closed comms) off the console,
+    # here and in the workers; set DASK_LOGGING__DISTRIBUTED=info to see it.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect_dask import DaskTaskRunner
 
-    width = parallel or settings.task(
-        _task_of(settings, dataset)).tune.parallel
+    width = parallel or settings.task(_task_of(settings, dataset)).tune.parallel
     runner = DaskTaskRunner(cluster_kwargs={"n_workers": width, "threads_per_worker": 1,
                                             "processes": True, "dashboard_address": None})
-    return tune_flow.with_options(task_runner=runner)(
-        settings=settings.model_dump(mode="json"), dataset=dataset, model=model,
-        trials=trials, parallel=parallel)
+    with ExitStack() as stack:
+        if not PREFECT_API_URL.value():
+            from prefect.server.api.server import SubprocessASGIServer
+
+            server = SubprocessASGIServer()
+            server.start()
+            stack.enter_context(temporary_settings({PREFECT_API_URL: server.api_url}))
+            previous = os.environ.get("PREFECT_API_URL")
+            os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the Dask workers
+            stack.callback(_restore_env, "PREFECT_API_URL", previous)
+        return tune_flow.with_options(task_runner=runner)(
+            settings=settings.model_dump(mode="json"), dataset=dataset, model=model,
+            trials=trials, parallel=parallel)
+
+
+def _restore_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
 
 
 def _task_of(settings: Settings, dataset: str) -> str:
