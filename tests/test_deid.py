@@ -442,6 +442,10 @@ def test_deterministic_idempotent_and_salted():
     first, spans = deidentify_text(note)
     assert deidentify_text(note) == (first, spans)
     assert find_phi(first) == []  # placeholders are not taken for PHI again
+    for text in ("Address: 12 Main Street, Springfield, IL 62704. Seen by Dr. Smith.",
+                 "Home address: 99 Oak Ave Apt 3, Denver, CO 80202"):
+        once, _ = deidentify_text(text)
+        assert "[ADDRESS]" in once and find_phi(once) == [], once  # "Address: [ADDRESS]"
     assert all(s.digest is None for s in spans)
     a = [s.digest for s in deidentify_text(note, salt="k1")[1]]
     b = [s.digest for s in deidentify_text(note, salt="k1")[1]]

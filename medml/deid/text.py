@@ -118,7 +118,10 @@ def find_phi(text: str, *, salt: str | bytes | None = None,
     if not text.strip():
         return []
     lower_mode = not any(c.isupper() for c in text)
-    hits = list(_candidates(text, lower_mode))
+    # Placeholders left by an earlier pass ("Address: [ADDRESS]") are not identifiers: a
+    # hit made of nothing else is dropped.
+    hits = [h for h in _candidates(text, lower_mode)
+            if any(c.isalnum() for c in _PLACEHOLDER.sub("", text[h.start:h.end]))]
     chosen = _resolve(hits, [])
     # Name words found once are names everywhere in the same text ("Mr. Smith ... Smith").
     extra = list(_propagate_names(text, chosen, lower_mode))
@@ -157,6 +160,9 @@ _YEAR = r"(?:(?:19|20)\d{2}|'\d{2})"
 _NOT_UNIT = (r"(?!\s*(?:mg|mcg|g|kg|ml|l|units?|iu|%|x|times|doses?|tabs?|tablets?|days?|hours?"
              r"|hrs?|weeks?|wks?|months?|years?|yrs?|lbs?|cm|mm)\b)")
 
+
+
+_PLACEHOLDER = re.compile(r"\[(?:" + "|".join(TYPES) + r")\]")
 
 
 def _words(text: str) -> list[str]:
