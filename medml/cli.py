@@ -273,10 +273,12 @@ def demo(ctx: typer.Context, task: str = typer.Option("imaging", "--task"),
         demo_cfg = dict(params.demo)
         train_over = demo_cfg.pop("train", {})
         data_over = demo_cfg.pop("data", {})
+        gate_over = demo_cfg.pop("gate", {})
         tp = params.model_copy(update={
             "demo": demo_cfg,
             "data": {**params.data, **data_over},
-            "train": params.train.model_copy(update=train_over)})
+            "train": params.train.model_copy(update=train_over),
+            "gate": params.gate.model_copy(update=gate_over)})
         ds_settings = s.model_copy(update={"tasks": {**s.tasks, name: tp}})
         dataset = f"demo-{name}"
         v = lifecycle.create_dataset(ds_settings, name, dataset, seed=seed, overwrite=True)

@@ -18,8 +18,9 @@ CARD = lineage.MODEL_CARD
 # What each task's model is for (the dataset's ``extra.description`` is added when given).
 TASK_USE = {
     "imaging": "classifies one medical image into {classes}",
-    "nlp": "tags clinical entities in text ({classes})",
-    "speech": "transcribes clinical speech",
+    "nlp": "finds clinical entities (diseases, drugs, procedures...) in free-text notes, as "
+           "labelled character spans (named-entity recognition)",
+    "speech": "transcribes medical dictation (WAV audio) into text",
 }
 SMALL_DATASET = 1000  # examples: below this, the card says the evidence is thin
 
@@ -121,9 +122,9 @@ def render(settings: Any, name: str, version: str | int) -> str:
         if len(manifest) < SMALL_DATASET:
             limitations.append(f"small dataset ({len(manifest)} examples): wide confidence "
                                "intervals, subgroup results are thin")
-        if "site" in manifest:
+        if "site" in manifest and manifest["site"].notna().any():
             sites = manifest["site"].dropna().unique()
-            if len(sites) <= 1:
+            if len(sites) == 1:
                 limitations.append("single site" + (f" ({sites[0]})" if len(sites) else "")
                                    + ": performance elsewhere is unknown")
         counts = manifest["label"].value_counts()
@@ -145,7 +146,7 @@ def render(settings: Any, name: str, version: str | int) -> str:
             lo, hi = metrics.get(f"{k}_ci_low"), metrics.get(f"{k}_ci_high")
             rows.append([k.removeprefix("test_"), metrics[k],
                          f"[{_n(lo)}, {_n(hi)}]" if lo is not None else ""])
-    lines += _table(["metric", "value", "95% CI (patient bootstrap)"], rows)
+    lines += _table(["metric", "value", f"95% CI (bootstrap by {_group_name(task)})"], rows)
 
     lines += ["", "## Subgroups", ""]
     sub = lineage._table_rows(lineage._run_json(client, mv.run_id, "eval/subgroups.json"))
@@ -172,11 +173,24 @@ def render(settings: Any, name: str, version: str | int) -> str:
                      f"(decision `{d.get('decision_id')}`, compared with champion "
                      f"{d.get('champion_version') or 'none'}): {lineage._checks(d)}.")
 
-    limitations += ["not validated prospectively, nor on an external site",
-                    "calibration measured on the test split only (ECE): check it before using "
-                    "decision thresholds elsewhere"]
+    limitations.append("not validated prospectively, nor on an external site")
+    if "test_ece" in metrics:
+        limitations.append("calibration measured on the test split only (ECE): check it "
+                           "before using decision thresholds elsewhere")
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in limitations]
     return "\n".join(lines) + "\n"
+
+
+def _group_name(task: str) -> str:
+    """What the task's bootstrap resamples together: "patient", "document", "speaker"."""
+    from medml.errors import MedMLError
+    from medml.tasks import get_task
+
+    try:
+        column = get_task(task).group_column
+    except MedMLError:
+        column = "patient_id"
+    return column.removesuffix("_id").replace("_", " ")
 
 
 def log(settings: Any, name: str, version: str | int) -> str:

@@ -4,7 +4,8 @@
   (``dataframe_split``, ``dataframe_records``, ``instances``, columnar ``inputs``) become
   records (objects), which the batcher gives the model as DataFrame rows;
 - ``multipart/form-data``: every file part is one item (its raw bytes);
-- a raw body (``image/*``, ``application/dicom``, ``application/octet-stream``): one item.
+- a raw body (``image/*``, ``audio/*`` such as ``audio/wav``, ``application/dicom``,
+  ``application/octet-stream``): one item (its bytes; speech models take WAV bytes).
 
 Every problem is an ``HTTPException`` with a 4xx status and a one-line ``detail``.
 """
@@ -193,9 +194,10 @@ def parse_items(body: bytes, content_type: str | None) -> list:
         return items_from_json(body)
     if mime == "multipart/form-data":
         return items_from_multipart(body, params)
-    if mime.startswith("image/") or mime in RAW_TYPES:
+    if mime.startswith(("image/", "audio/")) or mime in RAW_TYPES:
         if not body:
-            raise HTTPException(422, "empty upload")
+            raise HTTPException(422, "empty upload (zero bytes); send the file's content")
         return [body]
     raise HTTPException(415, f"unsupported content type {mime!r}; send application/json, "
-                             "multipart/form-data or a raw image (image/*, application/dicom)")
+                             "multipart/form-data, a raw image (image/*, application/dicom) "
+                             "or raw audio (audio/wav)")

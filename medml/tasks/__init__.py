@@ -10,6 +10,8 @@ from medml.tasks.base import Task
 # name -> "module:Class"; a fixed registry of known names, never read from user config.
 TASKS: dict[str, str] = {
     "imaging": "medml.tasks.imaging:ImagingTask",
+    "nlp": "medml.tasks.nlp:NlpTask",
+    "speech": "medml.tasks.speech:SpeechTask",
 }
 
 
