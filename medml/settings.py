@@ -160,7 +160,9 @@ class Settings(BaseSettings):
     def prefect_env(self) -> dict[str, str]:
         """Environment for Prefect: its local data under home (embedded) or a server URL."""
         env = {"PREFECT_HOME": str(self.prefect_home),
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               # the temporary server's 20 s start-up limit is missed on a loaded machine
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
         if self.prefect_api_url:
             env["PREFECT_API_URL"] = self.prefect_api_url
         else:

@@ -15,7 +15,8 @@ from medml.settings import GateParams, Settings, TaskParams, load_settings
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="medml-prefect-")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # as `medml` sets it
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # as `medml` sets these
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"  # runs here last seconds
 
 ROOT = Path(__file__).resolve().parents[1]
