@@ -7,6 +7,7 @@ call these methods; adding a task means writing one subclass and naming it in
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,15 +56,22 @@ class Task(ABC):
     requirements: tuple[str, ...] = ()
 
     # ---- data ----
+    # By convention a task's package holds ``importers.IMPORTERS`` and
+    # ``generate.generate``; they are imported when first used (they pull in their
+    # format libraries).
     @property
-    @abstractmethod
     def importers(self) -> dict[str, Importer]:
-        """Format name -> importer."""
+        """Format name -> importer (``<task package>.importers.IMPORTERS``)."""
+        return importlib.import_module(f"{self._package()}.importers").IMPORTERS
 
-    @abstractmethod
     def generate(self, out_dir: Path, params: dict[str, Any], seed: int, name: str
                  ) -> tuple[pd.DataFrame, DatasetMeta]:
-        """Write a demo dataset into ``out_dir``."""
+        """Write a demo dataset into ``out_dir`` (``<task package>.generate.generate``)."""
+        module = importlib.import_module(f"{self._package()}.generate")
+        return module.generate(out_dir, params, seed, name)
+
+    def _package(self) -> str:
+        return type(self).__module__.rsplit(".", 1)[0]
 
     def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
         """Manifest column -> de-identification action (``medml.deid.manifest``): by

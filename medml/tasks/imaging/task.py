@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medml.data.dataset import DatasetMeta
 from medml.settings import TaskParams
-from medml.tasks.base import EvalResult, Importer, Task
+from medml.tasks.base import EvalResult, Task
 from medml.tasks.imaging import metrics
 from medml.tasks.imaging.data import ImageDataset, train_augmentation
 from medml.tasks.imaging.models import build
@@ -42,18 +42,6 @@ class ImagingTask(Task):
     group_column = "patient_id"
     subgroup_columns = metrics.SUBGROUPS
     requirements = ("monai", "pydicom", "pillow", "scikit-learn")
-
-    @property
-    def importers(self) -> dict[str, Importer]:
-        from medml.tasks.imaging.importers import IMPORTERS
-
-        return IMPORTERS
-
-    def generate(self, out_dir: Path, params: dict[str, Any], seed: int, name: str
-                 ) -> tuple[pd.DataFrame, DatasetMeta]:
-        from medml.tasks.imaging.generate import generate
-
-        return generate(out_dir, params, seed, name)
 
     def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
         """Besides patient ids: for DICOM imports the header fields kept in the manifest

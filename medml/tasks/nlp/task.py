@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from medml.data.dataset import DatasetMeta
 from medml.errors import BadInputError
 from medml.settings import TaskParams
-from medml.tasks.base import EvalResult, Importer, Task
+from medml.tasks.base import EvalResult, Task
 from medml.tasks.nlp import metrics
 from medml.tasks.nlp.data import NerDataset, loader, tag_words
 from medml.tasks.nlp.documents import tokenize
@@ -39,18 +39,6 @@ class NlpTask(Task):
     group_column = "document_id"
     subgroup_columns = metrics.SUBGROUPS
     requirements = ("pytorch-crf", "seqeval", "transformers", "tokenizers")
-
-    @property
-    def importers(self) -> dict[str, Importer]:
-        from medml.tasks.nlp.importers import IMPORTERS
-
-        return IMPORTERS
-
-    def generate(self, out_dir: Path, params: dict[str, Any], seed: int, name: str
-                 ) -> tuple[pd.DataFrame, DatasetMeta]:
-        from medml.tasks.nlp.generate import generate
-
-        return generate(out_dir, params, seed, name)
 
     def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
         """Patient ids become pseudonyms; the ``text`` column is rewritten from the

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from medml.data.dataset import DatasetMeta
 from medml.settings import TaskParams
-from medml.tasks.base import EvalResult, Importer, Task
+from medml.tasks.base import EvalResult, Task
 from medml.tasks.speech import metrics
 from medml.tasks.speech.audio import MAX_SECONDS, SAMPLE_RATE
 from medml.tasks.speech.data import BucketBatchSampler, SpeechDataset, collate
@@ -33,18 +33,6 @@ class SpeechTask(Task):
     subgroup_columns = ("sex", "site", "age_band", "noise")
     text_columns = ("text",)  # transcripts: de-identified and checked for PHI like notes
     requirements = ("soundfile", "scipy", "jiwer")
-
-    @property
-    def importers(self) -> dict[str, Importer]:
-        from medml.tasks.speech.importers import IMPORTERS
-
-        return IMPORTERS
-
-    def generate(self, out_dir: Path, params: dict[str, Any], seed: int, name: str
-                 ) -> tuple[pd.DataFrame, DatasetMeta]:
-        from medml.tasks.speech.generate import generate
-
-        return generate(out_dir, params, seed, name)
 
     def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
         """Besides speaker ids and transcripts: the source paths of a WAV/JSONL import
