@@ -144,3 +144,19 @@ def test_transformer_bundle_is_self_contained(demo: tuple[Settings, Path],
     notes = NOTES[:2] + [NOTES[3][:3000]]  # windows of 24 sub-words cover the long note
     out = model.predict(pd.DataFrame({"text": notes}))
     _check_spans(out, notes)
+
+
+def test_served_spans_are_grouped_per_input_in_order() -> None:
+    """`medml serve`: one answer per input text, however many spans each has (none too)."""
+    import pandas as pd
+
+    from medml.serving.batcher import to_records
+
+    out = pd.DataFrame({"row": [2, 0, 2], "start": [0, 5, 9], "end": [4, 9, 12],
+                        "label": ["Disease", "Drug", "Disease"], "text": ["a", "b", "c"],
+                        "score": [0.9, 0.8, 0.7]})
+    got = to_records(out, 4)
+    assert [len(g["spans"]) for g in got] == [1, 0, 2, 0]
+    assert [s["start"] for s in got[2]["spans"]] == [0, 9] and "row" not in got[2]["spans"][0]
+    plain = to_records(pd.DataFrame({"label": ["x", "y"]}), 2)  # imaging-like: row per input
+    assert plain == [{"label": "x"}, {"label": "y"}]

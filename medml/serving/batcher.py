@@ -64,11 +64,19 @@ def model_input(loaded: LoadedModel, items: list) -> Any:
     return items
 
 
-def to_records(output: Any) -> list:
-    """One JSON-able value per input row of a pyfunc output."""
+def to_records(output: Any, n_inputs: int | None = None) -> list:
+    """One JSON-able value per input row of a pyfunc output. A DataFrame with a ``row``
+    column holds any number of results per input (nlp: one row per entity span, naming
+    its input): they are grouped as ``{"spans": [...]}`` per input, in input order."""
     import numpy as np
     import pandas as pd
 
+    if isinstance(output, pd.DataFrame) and "row" in output.columns and n_inputs is not None:
+        grouped: list[list] = [[] for _ in range(n_inputs)]
+        rows = output["row"].astype(int).tolist()
+        for i, rec in zip(rows, output.drop(columns="row").to_dict("records"), strict=True):
+            grouped[i].append(rec)
+        return [{"spans": g} for g in grouped]
     if isinstance(output, pd.DataFrame):
         return output.to_dict("records")
     if isinstance(output, pd.Series | np.ndarray):
@@ -84,7 +92,7 @@ def to_records(output: Any) -> list:
 
 def score(loaded: LoadedModel, items: list) -> list:
     """Run the model on ``items`` (in a worker thread); one record per item."""
-    records = to_records(loaded.model.predict(model_input(loaded, items)))
+    records = to_records(loaded.model.predict(model_input(loaded, items)), len(items))
     if len(records) != len(items):
         raise OutputMismatch(f"the model returned {len(records)} rows for {len(items)} inputs")
     return records
