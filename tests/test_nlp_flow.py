@@ -58,6 +58,7 @@ def test_demo_nlp_registers_a_served_model_with_entity_f1(settings: Settings,
     assert report["files"]["changed"] > 0  # the planted PHI went through the deid stage
 
     mlflow.set_tracking_uri(settings.mlflow_uri)
+    mlflow.set_registry_uri(settings.mlflow_uri)  # an earlier test may have set another
     model = mlflow.pyfunc.load_model("models:/demo-nlp@champion")
     note = "History of  COPD and HTN; started  metformin. Denies asthma."
     out = model.predict(pd.DataFrame({"text": [note]}))

@@ -38,7 +38,9 @@ def _params(settings: Settings, tmp_path: Path, name: str, floor: float = 0.8,
         "epochs": 10, "lr": 0.001, "augment": False, "tta": False,
         "model_args": {"channels": [16, 32]}, **train})
     task.gate = task.gate.model_copy(update={"floors": {"auroc": floor},
-                                             "non_inferiority": {"auroc": 0.1},
+                                             # ~50 test images: the paired CI is
+                                             # wide; v2 (untrained, -0.3) still fails
+                                             "non_inferiority": {"auroc": 0.2},
                                              "bootstrap": 200})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(s.model_dump(mode="json", exclude={"workspace", "home"})))
