@@ -326,6 +326,14 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
                           params.train, ckpt, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e),
                           extra=extra, progress=progress)
         if outcome.resumed_from is not None:
+            # A kill between an epoch's checkpoint and its logging leaves that epoch
+            # unlogged (the resumed process starts after it): log what MLflow lacks.
+            logged = {m.step for m in mlflow.MlflowClient().get_metric_history(
+                run.info.run_id, "train_loss")}
+            for h in outcome.history:
+                if h["epoch"] not in logged:
+                    mlflow.log_metrics({k: v for k, v in h.items() if k != "epoch"},
+                                       step=h["epoch"])
             mlflow.set_tag("medml.resumed_from_epoch", str(outcome.resumed_from))
             log.warning("resumed from epoch %d", outcome.resumed_from)
         mlflow.log_metric("train_seconds", outcome.seconds)

@@ -99,3 +99,29 @@ def test_failed_validation_stops_before_training(settings: Settings) -> None:
     client = _client(settings)
     assert client.search_registered_models() == []
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_on_resume(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between an epoch's checkpoint and its MLflow logging: the resumed run logs it."""
+    settings.tasks["imaging"].train.epochs = 3
+    lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
+
+    class Killed(BaseException):
+        pass
+
+    real = mlflow.log_metrics
+
+    def die_at_epoch_2(metrics, step=None, **kw):
+        if step == 2 and "train_loss" in metrics:
+            raise Killed  # epoch 2 is checkpointed, not logged
+        return real(metrics, step=step, **kw)
+
+    monkeypatch.setattr(mlflow, "log_metrics", die_at_epoch_2)
+    with pytest.raises(Killed):
+        lifecycle.train(settings, "demo", progress=False)
+    monkeypatch.setattr(mlflow, "log_metrics", real)
+    trained = lifecycle.train(settings, "demo", progress=False)
+    assert trained.resumed_from == 2
+    steps = [m.step for m in _client(settings).get_metric_history(trained.run_id, "train_loss")]
+    assert sorted(steps) == [1, 2, 3]  # each epoch once, the lost one included
