@@ -23,7 +23,6 @@ spaces, with the tokens kept as given.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from medml.data.dataset import BASE_COLUMNS, DatasetMeta
+from medml.data.textfile import json_lines, read_utf8
 from medml.errors import BadInputError
 from medml.tasks.nlp.documents import LABEL_RE, Doc, split_at, tokenize, write_doc
 
@@ -40,23 +40,6 @@ SPLIT_NAMES = {"train": "train", "training": "train", "devel": "val", "dev": "va
 TAG_RE = re.compile(r"^(?:O|[BI]-\S+)$")
 DOCSTART = "-DOCSTART-"
 OPTIONAL = ("patient_id", "site", "sex", "age_band")
-
-
-def read_text(path: Path) -> str:
-    """A text file as UTF-8, or BadInputError naming the file and the line of the first
-    undecodable byte (and an empty file)."""
-    data = path.read_bytes()
-    if not data.strip():
-        raise BadInputError(f"{path}:1: file is empty; give a file with at least one "
-                            "sentence (or remove it from the folder)")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise BadInputError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at "
-                            f"offset {exc.start}); re-save the file as UTF-8, e.g. "
-                            f"`iconv -f latin1 -t utf-8`") from None
-    return text.removeprefix("\ufeff")
 
 
 def _source_files(src: Path, suffixes: set[str]) -> list[tuple[Path, str | None]]:
@@ -86,7 +69,7 @@ def parse_conll(path: Path, scheme: str = "auto") -> list[tuple[Doc, int, int]]:
     """Sentences of an IOB file as ``(Doc, first line, document number)``, tags turned into
     IOB2 entity spans. ``scheme``: ``auto``/``iob1`` (an ``I-X`` opening an entity starts
     it) or ``iob2`` (an error)."""
-    text = read_text(path)
+    text = read_utf8(path)
     out: list[tuple[Doc, int, int]] = []
     words: list[str] = []
     tags: list[str] = []
@@ -191,17 +174,7 @@ def parse_jsonl(path: Path) -> list[tuple[dict[str, Any], Doc, int]]:
     """``(record, Doc, line)`` per line of a JSONL file; tokens from ``tokenize``, cut at
     entity boundaries."""
     out = []
-    for n, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{where}: not JSON ({exc.msg}); write one JSON object per "
-                                "line") from None
-        if not isinstance(rec, dict):
-            raise BadInputError(f"{where}: expected a JSON object with 'text' and 'entities'")
+    for where, n, rec in json_lines(path, "'text' and 'entities'"):
         text = rec.get("text")
         if not isinstance(text, str) or not text.strip():
             raise BadInputError(f"{where}: 'text' is missing or empty; give the note's text")

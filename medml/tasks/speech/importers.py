@@ -12,7 +12,6 @@ line naming it; the caller stages ``out_dir``, so nothing is left behind.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from medml.data.dataset import SPLITS, DatasetMeta
+from medml.data.textfile import json_lines
 from medml.errors import BadInputError
 from medml.tasks.speech.audio import read_wav, save_audio
 from medml.tasks.speech.text import normalise
@@ -64,22 +64,7 @@ def import_wav_jsonl(src: Path, out_dir: Path, name: str, seed: int = 0, **_: An
     manifest_path, root = _find_manifest(Path(src))
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    try:
-        lines = manifest_path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{manifest_path}: unreadable manifest ({exc}); save it as "
-                            "UTF-8 JSONL") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{manifest_path}:{n}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{where}: not valid JSON ({exc.msg}); one JSON object per "
-                                "line") from None
-        if not isinstance(rec, dict):
-            raise BadInputError(f"{where}: expected a JSON object with audio, text, speaker")
+    for where, _, rec in json_lines(manifest_path, "audio, text, speaker"):
         audio_rel = rec.get("audio")
         if not isinstance(audio_rel, str) or not audio_rel.strip():
             raise BadInputError(f"{where}: no \"audio\" path; give the WAV file's path "
