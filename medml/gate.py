@@ -18,7 +18,7 @@ A gate with no check configured refuses. Pure functions: no MLflow, no files.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -117,21 +117,36 @@ def judge(gate: GateParams, score: Score, cand: pd.DataFrame, manifest: pd.DataF
                 champion_value=score(champ).get(m), candidate_value=metrics.get(m)))
 
     if gate.subgroup_floors:
-        merged = cand.merge(manifest[["id", *[c for c in subgroup_columns if c in manifest]]],
-                            on="id", how="left")
-        for col in subgroup_columns:
-            if col not in merged:
+        for col, value, part in subgroups(cand, manifest, subgroup_columns):
+            if len(part) < gate.min_subgroup_n:
+                notes.append(f"subgroup {col}={value}: {len(part)} examples < "
+                             f"{gate.min_subgroup_n}, not judged")
                 continue
-            for value, part in merged.dropna(subset=[col]).groupby(col):
-                if len(part) < gate.min_subgroup_n:
-                    notes.append(f"subgroup {col}={value}: {len(part)} examples < "
-                                 f"{gate.min_subgroup_n}, not judged")
-                    continue
-                sub = score(part.drop(columns=[col]))
-                for m, bound in gate.subgroup_floors.items():
-                    checks.append(_compare(f"subgroup_floor:{m}[{col}={value}]",
-                                           sub.get(m, float("nan")), ">=", bound, n=len(part)))
+            sub = score(part)
+            for m, bound in gate.subgroup_floors.items():
+                checks.append(_compare(f"subgroup_floor:{m}[{col}={value}]",
+                                       sub.get(m, float("nan")), ">=", bound, n=len(part)))
     return checks, notes
+
+
+def subgroups(pred: pd.DataFrame, manifest: pd.DataFrame, columns: tuple[str, ...] | list[str]
+              ) -> Iterator[tuple[str, Any, pd.DataFrame]]:
+    """``(column, value, predictions)`` for every filled-in value of each of the manifest's
+    ``columns`` (those it has), in column then value order: the subgroups the gate judges
+    and the evaluation tables report."""
+    cols = [c for c in columns if c in manifest.columns]
+    merged = pred.merge(manifest[["id", *cols]].rename(columns=lambda c: f"__{c}"),
+                        left_on="id", right_on="__id", how="left")
+    for col in cols:
+        for value, part in merged.dropna(subset=[f"__{col}"]).groupby(f"__{col}"):
+            yield col, value, part[list(pred.columns)]
+
+
+def subgroup_table(pred: pd.DataFrame, manifest: pd.DataFrame, columns: tuple[str, ...],
+                   score: Score) -> pd.DataFrame:
+    """One row per subgroup: ``attribute``, ``value``, ``n`` and ``score``'s metrics."""
+    return pd.DataFrame([{"attribute": col, "value": value, "n": len(part), **score(part)}
+                         for col, value, part in subgroups(pred, manifest, columns)])
 
 
 def checks_as_dicts(checks: list[Check]) -> list[dict]:

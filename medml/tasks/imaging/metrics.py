@@ -92,13 +92,9 @@ def bootstrap_ci(pred: pd.DataFrame, classes: list[str], pos: str, groups: pd.Se
 def subgroup_table(pred: pd.DataFrame, manifest: pd.DataFrame, classes: list[str],
                    pos: str) -> pd.DataFrame:
     """Metrics per value of each demographic/site column that is filled in."""
-    merged = pred.merge(manifest[["id", *SUBGROUPS]], on="id", how="left")
-    rows = []
-    for col in SUBGROUPS:
-        for value, part in merged.dropna(subset=[col]).groupby(col):
-            rows.append({"attribute": col, "value": value, "n": len(part),
-                         **score(part, classes, pos)})
-    return pd.DataFrame(rows)
+    from medml.gate import subgroup_table as table
+
+    return table(pred, manifest, SUBGROUPS, lambda part: score(part, classes, pos))
 
 
 def figures(pred: pd.DataFrame, classes: list[str], pos: str) -> dict:

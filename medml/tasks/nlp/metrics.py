@@ -92,14 +92,9 @@ def bootstrap_ci(pred: pd.DataFrame, groups: pd.Series, types: list[str],
 def subgroup_table(pred: pd.DataFrame, manifest: pd.DataFrame, types: list[str]
                    ) -> pd.DataFrame:
     """Metrics per value of each demographic/site column that is filled in."""
-    cols = [c for c in SUBGROUPS if c in manifest.columns]
-    merged = pred.merge(manifest[["id", *cols]], on="id", how="left")
-    rows = []
-    for col in cols:
-        for value, part in merged.dropna(subset=[col]).groupby(col):
-            rows.append({"attribute": col, "value": value, "n": len(part),
-                         **score(part, types)})
-    return pd.DataFrame(rows)
+    from medml.gate import subgroup_table as table
+
+    return table(pred, manifest, SUBGROUPS, lambda part: score(part, types))
 
 
 def figures(table: pd.DataFrame) -> dict:

@@ -64,14 +64,11 @@ def group_table(pred: pd.DataFrame, manifest: pd.DataFrame, columns: tuple[str, 
                 speaker_column: str = "patient_id") -> pd.DataFrame:
     """Metrics per speaker (attribute ``speaker``) and per value of each subgroup column
     that is filled in (sex, noise, voice...)."""
-    cols = [c for c in (speaker_column, *columns) if c in manifest.columns]
-    merged = pred.merge(manifest[["id", *cols]], on="id", how="left")
-    rows = []
-    for col in cols:
-        for value, part in merged.dropna(subset=[col]).groupby(col):
-            name = "speaker" if col == speaker_column else col
-            rows.append({"attribute": name, "value": str(value), "n": len(part),
-                         **score(part)})
+    from medml.gate import subgroups
+
+    rows = [{"attribute": "speaker" if col == speaker_column else col, "value": str(value),
+             "n": len(part), **score(part)}
+            for col, value, part in subgroups(pred, manifest, (speaker_column, *columns))]
     return pd.DataFrame(rows, columns=["attribute", "value", "n", "wer", "cer",
                                        "exact_match"])
 
