@@ -34,8 +34,7 @@ def launch(job: dict, checkpoint_dir: Path, nproc: int):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", "-m", "medml.distributed", str(job_file)]
     env = dict(os.environ)
-    threads = job["settings"]["tasks"][job["task"]]["train"].get("threads")
-    env.setdefault("OMP_NUM_THREADS", str(threads or 1))
+    env.setdefault("OMP_NUM_THREADS", str(job.get("threads") or 1))
     log.info("DDP: %s", " ".join(cmd))
     done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
@@ -45,7 +44,7 @@ def launch(job: dict, checkpoint_dir: Path, nproc: int):
         raise MedMLError(f"distributed training ({nproc} processes) failed: {error.strip()}")
     out = json.loads((checkpoint_dir / OUTCOME).read_text())
     return TrainOutcome(Path(out["bundle_path"]), out["epochs"], out["resumed_from"],
-                        out["seconds"], out["history"])
+                        out["seconds"], out["history"], out["kept_epoch"])
 
 
 def main(job_file: str) -> None:
@@ -85,7 +84,8 @@ def main(job_file: str) -> None:
             Path(job["checkpoint_dir"], OUTCOME).write_text(json.dumps({
                 "bundle_path": str(outcome.bundle_path), "epochs": outcome.epochs,
                 "resumed_from": outcome.resumed_from, "seconds": outcome.seconds,
-                "history": outcome.history, "world_size": dist.get_world_size()}))
+                "history": outcome.history, "kept_epoch": outcome.kept_epoch,
+                "world_size": dist.get_world_size()}))
     finally:
         dist.destroy_process_group()
 

@@ -319,7 +319,7 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
             job = {"settings": settings.model_dump(mode="json", exclude={"deid_key"}),
                    "task": task.name, "dataset_dir": str(ds.path), "spec": spec,
                    "checkpoint_dir": str(ckpt), "run_id": run.info.run_id, "extra": extra,
-                   "progress": progress}
+                   "progress": progress, "threads": params.train.threads}
             outcome = launch(job, ckpt, params.train.nproc)
         else:
             outcome = fit(task, task.datasets(ds.path, ds.meta, manifest, params), spec,
@@ -337,23 +337,10 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
             mlflow.set_tag("medml.resumed_from_epoch", str(outcome.resumed_from))
             log.warning("resumed from epoch %d", outcome.resumed_from)
         mlflow.log_metric("train_seconds", outcome.seconds)
-        kept = _kept_epoch(outcome.history, task, params.train.keep)
         return Trained(run.info.run_id, str(outcome.bundle_path), str(ckpt),
                        outcome.resumed_from, outcome.seconds,
-                       {k: v for k, v in kept.items() if k.startswith("val_")})
+                       {k: v for k, v in outcome.kept().items() if k.startswith("val_")})
 
-
-def _kept_epoch(history: list[dict], task, keep: str) -> dict:
-    """The history entry of the weights training kept: the last epoch, or the best one by
-    the validation monitor (``keep: best``)."""
-    if not history:
-        return {}
-    key = f"val_{task.monitor}"
-    scored = [h for h in history if h.get(key) == h.get(key) and key in h]
-    if keep != "best" or not scored:
-        return history[-1]
-    pick = max if task.monitor_mode == "max" else min
-    return pick(scored, key=lambda h: h[key])
 
 
 # ---------------------------------------------------------------- evaluation

@@ -40,6 +40,13 @@ class TrainOutcome:
     resumed_from: int | None  # epochs already done when this process started
     seconds: float
     history: list[dict] = field(default_factory=list)
+    kept_epoch: int | None = None  # the epoch whose weights are in the bundle (keep: best)
+
+    def kept(self) -> dict:
+        """The history entry of the weights kept: the best epoch or the last one."""
+        if self.kept_epoch is not None:
+            return next(h for h in self.history if h["epoch"] == self.kept_epoch)
+        return self.history[-1] if self.history else {}
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -226,17 +233,19 @@ def fit(
             bar.update(job, advance=1, description=f"loss {metrics['train_loss']:.3f} "
                                                    f"val_{task.monitor} {shown:.3f}")
     bundle_path = checkpoint_dir / "bundle.pt"
+    averaging = averaged is not None and int(averaged.n_averaged) > 0
+    kept = best["epoch"] if best is not None and not averaging else None
     if rank != 0:  # rank 0 writes the bundle; the others wait for it
         dist.barrier()
         return TrainOutcome(bundle_path, len(history), resumed_from,
-                            time.perf_counter() - t0, history)
-    if averaged is not None and int(averaged.n_averaged) > 0:
+                            time.perf_counter() - t0, history, kept)
+    if averaging:
         # Recompute BatchNorm statistics for the averaged weights (one pass, no grad).
         loader = task.loader(datasets["train"], params.batch_size, False, device, workers)
         torch.optim.swa_utils.update_bn((task.model_input(b, device) for b in loader),
                                         averaged, device)
         model = averaged.module
-    elif best is not None:
+    elif kept is not None:
         model.load_state_dict(best["state"])
         log.info("keeping epoch %d (val_%s %.4f)", best["epoch"], task.monitor, best["value"])
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -245,7 +254,7 @@ def fit(
     if world > 1:
         dist.barrier()
     return TrainOutcome(bundle_path, len(history), resumed_from,
-                        time.perf_counter() - t0, history)
+                        time.perf_counter() - t0, history, kept)
 
 
 def _better(best: dict | None, epoch: int, value: float | None, mode: str,

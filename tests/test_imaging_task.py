@@ -131,5 +131,6 @@ def test_keep_best_stops_early_and_keeps_the_best_val_epoch(demo_dir: Path,
     for k, v in ck["best"]["state"].items():
         torch.testing.assert_close(kept[k], v)
     assert ck["best"]["epoch"] == best_epoch
+    assert out.kept_epoch == best_epoch and out.kept()["val_auroc"] == np.nanmax(vals)
     assert any(not torch.equal(kept[k], ck["model"][k]) for k in kept
                if kept[k].is_floating_point())  # not the last epoch's weights
