@@ -34,12 +34,10 @@ def tune_flow(settings: dict[str, Any], dataset: str, model: str, trials: int | 
     run_id = str(flow_run.get_id() or "")
     report = validate(cfg, dataset)
     study = tune.open_study(cfg, dataset, trials=trials, parallel=parallel)
-    width = study.params.parallel
-    threads = max(1, (os.cpu_count() or 1) // width)
     try:
-        while batch := study.ask(width):
+        while batch := study.ask(study.params.parallel):
             futures = [trial.submit(cfg, dataset, study.parent_run_id, asked, study.task.name,
-                                    threads, run_id, report) for asked in batch]
+                                    study.threads, run_id, report) for asked in batch]
             results = [f.result() for f in futures]
             for r in results:
                 print(f"trial {r.number} (pid {r.pid}): val_{study.task.monitor} {r.value} "
@@ -72,7 +70,7 @@ def run(settings: Settings, dataset: str, model: str, trials: int | None = None,
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect_dask import DaskTaskRunner
 
-    width = parallel or settings.task(_task_of(settings, dataset)).tune.parallel
+    width = tune.search_params(settings, dataset, trials, parallel)[1].parallel
     runner = DaskTaskRunner(cluster_kwargs={"n_workers": width, "threads_per_worker": 1,
                                             "processes": True, "dashboard_address": None})
     with ExitStack() as stack:
@@ -96,8 +94,3 @@ def _restore_env(key: str, value: str | None) -> None:
     else:
         os.environ[key] = value
 
-
-def _task_of(settings: Settings, dataset: str) -> str:
-    from medml.lifecycle import open_dataset
-
-    return open_dataset(settings, dataset).meta.task

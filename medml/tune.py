@@ -131,6 +131,11 @@ class Study:
         self._open: dict[int, Any] = {}
         self.results: list[TrialResult] = []
 
+    @property
+    def threads(self) -> int:
+        """CPU threads per trial: the machine's cores shared out between parallel trials."""
+        return max(1, (os.cpu_count() or 1) // self.params.parallel)
+
     def ask(self, n: int) -> list[AskedTrial]:
         """The next ``n`` trials' overrides (fewer when the budget is nearly spent)."""
         n = min(n, self.params.trials - len(self.results) - len(self._open))
@@ -190,6 +195,19 @@ class Study:
         client.set_terminated(self.parent_run_id)
 
 
+def search_params(settings: Settings, dataset: str, trials: int | None = None,
+                  parallel: int | None = None) -> tuple[Any, TuneParams]:
+    """The dataset's task and its ``tune`` settings with the command's overrides."""
+    from medml.lifecycle import open_dataset
+    from medml.tasks import get_task
+
+    task = get_task(open_dataset(settings, dataset).meta.task)
+    params = settings.task(task.name).tune
+    return task, params.model_copy(update={k: v for k, v in
+                                           {"trials": trials, "parallel": parallel}.items()
+                                           if v is not None})
+
+
 def open_study(settings: Settings, dataset: str, *, trials: int | None = None,
                parallel: int | None = None) -> Study:
     """A study of dataset ``dataset`` with its parent MLflow run (tags name the dataset
@@ -198,14 +216,9 @@ def open_study(settings: Settings, dataset: str, *, trials: int | None = None,
 
     from medml import tracking
     from medml.lifecycle import open_dataset
-    from medml.tasks import get_task
 
     ds = open_dataset(settings, dataset)
-    task = get_task(ds.meta.task)
-    params = settings.task(task.name).tune
-    params = params.model_copy(update={k: v for k, v in
-                                       {"trials": trials, "parallel": parallel}.items()
-                                       if v is not None})
+    task, params = search_params(settings, dataset, trials, parallel)
     if not params.space:
         raise BadInputError(f"tasks.{task.name}.tune.space is empty; name the train settings "
                             "to search in params.yaml")
