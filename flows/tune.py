@@ -84,7 +84,7 @@ def run(settings: Settings, dataset: str, model: str, trials: int | None = None,
             os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the Dask workers
             stack.callback(_restore_env, "PREFECT_API_URL", previous)
         return tune_flow.with_options(task_runner=runner)(
-            settings=settings.model_dump(mode="json"), dataset=dataset, model=model,
+            settings=settings.for_flow(), dataset=dataset, model=model,
             trials=trials, parallel=parallel)
 
 

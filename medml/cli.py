@@ -192,7 +192,7 @@ def _run_flow(s: Settings, dataset: str, model: str) -> dict[str, Any]:
     os.environ.update(s.prefect_env())
     from flows.lifecycle import lifecycle_flow
 
-    return lifecycle_flow(settings=s.model_dump(mode="json"), dataset=dataset, model=model)
+    return lifecycle_flow(settings=s.for_flow(), dataset=dataset, model=model)
 
 
 def _summary(result: dict[str, Any], s: Settings) -> None:
@@ -486,7 +486,7 @@ def schedule(ctx: typer.Context, name: str = typer.Argument(..., help="registere
         raise BadInputError(f"--cron {cron!r}: not a cron expression (5 fields, e.g. "
                             '"0 2 * * 0")') from None
 
-    dep = schedule_lifecycle(s.model_dump(mode="json", exclude={"deid_key"}), dataset, name,
+    dep = schedule_lifecycle(s.for_flow(), dataset, name,
                              cron=cron, on_data_change=on_data_change, pool=pool)
     out.print(f"deployment {name}-{dataset} ({dep}) on work pool {pool!r}"
               + (f", cron {cron!r} (UTC)" if cron else "")

@@ -316,7 +316,7 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
         if params.train.nproc > 1:  # DDP through torchrun; rank 0 logs into this run
             from medml.distributed import launch
 
-            job = {"settings": settings.model_dump(mode="json", exclude={"deid_key"}),
+            job = {"settings": settings.for_flow(),
                    "task": task.name, "dataset_dir": str(ds.path), "spec": spec,
                    "checkpoint_dir": str(ckpt), "run_id": run.info.run_id, "extra": extra,
                    "progress": progress, "threads": params.train.threads}

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         """The settings of one task (defaults when params.yaml has none)."""
         return self.tasks.get(name) or TaskParams()
 
+    def for_flow(self) -> dict[str, Any]:
+        """The settings as JSON for a flow's or a child process's parameters, without the
+        pseudonymisation key: a dump would carry it masked ("**********"), which would
+        silently become the key there. The receiver reads MEDML_DEID_KEY or home's key file."""
+        return self.model_dump(mode="json", exclude={"deid_key"})
+
     def prefect_env(self) -> dict[str, str]:
         """Environment for Prefect: its local data under home (embedded) or a server URL."""
         env = {"PREFECT_HOME": str(self.prefect_home),

@@ -60,3 +60,18 @@ def test_gate_and_accepted_findings_from_params_yaml(monkeypatch: pytest.MonkeyP
     assert "duplicate_examples" in s.datasets["breastmnist"].accept
     monkeypatch.setenv("MEDML_TASKS__IMAGING__GATE__APPROVAL", "true")
     assert load_settings(ROOT / "params.yaml").task("imaging").gate.approval is True
+
+
+def test_settings_handed_to_a_flow_never_carry_the_masked_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medml.settings import Settings
+
+    monkeypatch.delenv("MEDML_DEID_KEY", raising=False)
+    s = load_settings(ROOT / "params.yaml", workspace=tmp_path, deid_key="k" * 32)
+    dumped = s.for_flow()
+    assert "deid_key" not in dumped and "**********" not in str(dumped)
+    again = Settings(**dumped)
+    assert again.deid_key is None  # the receiver falls back to MEDML_DEID_KEY / home's key
+    assert again.task("imaging") == s.task("imaging") and again.workspace == s.workspace
+    monkeypatch.setenv("MEDML_DEID_KEY", "from-the-secret-store")
+    assert Settings(**dumped).deid_key.get_secret_value() == "from-the-secret-store"
