@@ -210,20 +210,26 @@ def _summary(result: dict[str, Any], s: Settings) -> None:
               f"store {s.mlflow_uri}; browse with `medml ui`")
 
 
+def _check_task(s: Settings, task: str, dataset: str) -> None:
+    """A known task, and a dataset of that task (one line naming both otherwise)."""
+    from medml import lifecycle
+    from medml.tasks import get_task
+
+    get_task(task)
+    found = lifecycle.open_dataset(s, dataset).meta.task
+    if found != task:
+        raise MedMLError(f"dataset {dataset!r} belongs to task {found}, not {task}; "
+                         f"run with --task {found}")
+
+
 @app.command()
 def pipeline(ctx: typer.Context, task: str = typer.Option(..., "--task"),
              dataset: str = typer.Option(..., "--dataset"),
              model: str = typer.Option(None, "--model", help="registered model name"),
              nproc: int = typer.Option(None, "--nproc", min=1, help=_NPROC_HELP)) -> None:
     """validate -> train -> evaluate -> register -> gate, as a Prefect flow."""
-    from medml import lifecycle
-    from medml.tasks import get_task
-
     s = _with_train(_settings(ctx), task, nproc=nproc)
-    get_task(task)
-    ds = lifecycle.open_dataset(s, dataset)
-    if ds.meta.task != task:
-        raise MedMLError(f"dataset {dataset!r} is a {ds.meta.task} dataset, not {task}")
+    _check_task(s, task, dataset)
     _summary(_run_flow(s, dataset, model or f"{task}-{dataset}"), s)
 
 
@@ -238,13 +244,8 @@ def tune(ctx: typer.Context, task: str = typer.Option(..., "--task"),
                                            "default: tasks.<task>.tune.parallel")) -> None:
     """Hyperparameter search (Optuna; trials in parallel on a Prefect Dask task runner,
     each a nested MLflow run), then the best trial through evaluate -> register -> gate."""
-    from medml import lifecycle
-    from medml.tasks import get_task
-
     s = _settings(ctx)
-    get_task(task)
-    if lifecycle.open_dataset(s, dataset).meta.task != task:
-        raise MedMLError(f"dataset {dataset!r} is not a {task} dataset")
+    _check_task(s, task, dataset)
     os.environ.update(s.prefect_env())
     from flows.tune import run
 

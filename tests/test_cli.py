@@ -100,6 +100,14 @@ def test_unknown_dataset_and_task_are_usage_errors(settings: Settings, workspace
     assert r.returncode == 2 and "dataset 'nope' not found" in r.stderr
     r = medml(["pipeline", "--task", "radiology", "--dataset", "nope"], workspace, env)
     assert r.returncode == 2 and "unknown task 'radiology'" in r.stderr
+    r = medml(["data", "generate", "--task", "imaging", "--name", "demo"], workspace, env)
+    assert r.returncode == 0, r.stderr
+    for cmd in ("pipeline", "tune"):  # a dataset of another task: named, before any run
+        r = medml([cmd, "--task", "nlp", "--dataset", "demo"], workspace, env)
+        assert r.returncode == 2, (cmd, r.stderr)
+        assert "dataset 'demo' belongs to task imaging, not nlp; run with --task imaging" \
+            in r.stderr, (cmd, r.stderr)
+    assert not (settings.state_dir / "mlflow.db").exists()
 
 
 def test_kill_9_mid_training_then_rerun_resumes(settings: Settings, workspace: Path,
