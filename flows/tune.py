@@ -6,6 +6,8 @@ like any lifecycle model (evaluate -> register -> gate)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, task
@@ -68,12 +70,10 @@ def run(settings: Settings, dataset: str, model: str, trials: int | None = None,
     # here and in the workers; set DASK_LOGGING__DISTRIBUTED=info to see it.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect_dask import DaskTaskRunner
 
     width = tune.search_params(settings, dataset, trials, parallel)[1].parallel
-    runner = DaskTaskRunner(cluster_kwargs={"n_workers": width, "threads_per_worker": 1,
-                                            "processes": True, "dashboard_address": None})
     with ExitStack() as stack:
+        runner = stack.enter_context(dask_runner(width))
         if not PREFECT_API_URL.value():
             from prefect.server.api.server import SubprocessASGIServer
 
@@ -86,6 +86,27 @@ def run(settings: Settings, dataset: str, model: str, trials: int | None = None,
         return tune_flow.with_options(task_runner=runner)(
             settings=settings.for_flow(), dataset=dataset, model=model,
             trials=trials, parallel=parallel)
+
+
+@contextmanager
+def dask_runner(width: int) -> Iterator[Any]:
+    """A DaskTaskRunner of ``width`` single-threaded worker processes, with the workers'
+    environment fit for training while the context is open.
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (memory back to the OS
+    early; glibc also stops raising its mmap threshold), so PyTorch's per-step tensors are
+    mapped and unmapped afresh: the same training ran 1.65x slower in a worker than in a
+    plain process (bench/parallel.py, docs/benchmarks.md). Its
+    OMP_NUM_THREADS=1 stays: each trial sets its own thread count."""
+    import dask.config
+    import distributed  # noqa: F401  (loads the distributed.* defaults into dask.config)
+    from prefect_dask import DaskTaskRunner
+
+    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+               if k != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        yield DaskTaskRunner(cluster_kwargs={"n_workers": width, "threads_per_worker": 1,
+                                             "processes": True, "dashboard_address": None})
 
 
 def _restore_env(key: str, value: str | None) -> None:

@@ -28,6 +28,25 @@ def test_space_and_overrides_are_checked_before_any_run(settings: Settings) -> N
     assert settings.task("imaging").train.lr != 0.01  # the original settings are unchanged
 
 
+def test_trial_workers_start_without_dasks_malloc_trim_threshold() -> None:
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 for its workers, which made training
+    1.5x slower there; the tune flow's runner leaves it out (and only while it runs)."""
+    import dask.config
+    from distributed import Client, LocalCluster
+
+    from flows.tune import dask_runner
+
+    with (dask_runner(1) as runner, LocalCluster(**runner.cluster_kwargs) as cluster,
+          Client(cluster) as client):
+        seen = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                                   os.environ.get("OMP_NUM_THREADS"), os.getpid()))
+    assert len(seen) == 1
+    (trim, omp, pid), = seen.values()
+    assert pid != os.getpid() and omp == "1"  # a real worker process, started by the nanny
+    assert trim is None
+    assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"]
+
+
 def test_trials_run_in_parallel_as_nested_runs_and_the_best_goes_to_the_gate(
         settings: Settings, workspace: Path) -> None:
     imaging = settings.tasks["imaging"]
