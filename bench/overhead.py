@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "imaging" / "breastmnist.npz"
 
 
-def bare(npz: Path, epochs: int, seed: int, size: int) -> dict:
+def bare(npz: Path, epochs: int, seed: int, size: int, lr: float = 1e-3) -> dict:
     """What a researcher writes by hand: load, train, evaluate. Same network, augmentation,
     optimiser and schedule as medml's defaults; no tracking, no checkpoints."""
     import numpy as np
@@ -54,7 +54,7 @@ def bare(npz: Path, epochs: int, seed: int, size: int) -> dict:
             return torch.as_tensor(aug(x)), y
 
     net = small_cnn(1, 2)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [epochs // 2, int(epochs * 0.75)], 0.1)
 
     def proba(x: torch.Tensor) -> np.ndarray:
@@ -71,10 +71,11 @@ def bare(npz: Path, epochs: int, seed: int, size: int) -> dict:
             torch.nn.functional.cross_entropy(net(xb), yb).backward()
             opt.step()
         sched.step()
-        roc_auc_score(yva == 0, proba(xva))  # per-epoch validation, as one would
+        val = roc_auc_score(yva == 0, proba(xva))  # per-epoch validation, as one would
     train_s = time.perf_counter() - t_train
     auroc = roc_auc_score(yte == 0, proba(xte))  # class 0 = malignant
-    return {"train_s": train_s, "total_s": time.perf_counter() - t0, "test_auroc": auroc}
+    return {"train_s": train_s, "total_s": time.perf_counter() - t0, "test_auroc": auroc,
+            "val_auroc": val}
 
 
 def pipeline(npz: Path, epochs: int, seed: int, size: int) -> dict:
