@@ -42,8 +42,9 @@ def tune_flow(settings: dict[str, Any], dataset: str, model: str, trials: int | 
                                     study.threads, run_id, report) for asked in batch]
             results = [f.result() for f in futures]
             for r in results:
-                print(f"trial {r.number} (pid {r.pid}): val_{study.task.monitor} {r.value} "
-                      f"with {r.overrides}")
+                print(f"trial {r.number} (pid {r.pid}): " + (
+                    f"failed: {r.error}" if r.error else
+                    f"val_{study.task.monitor} {r.value}") + f" with {r.overrides}")
             study.tell(results)
         best = study.best()
         study.finish(best)

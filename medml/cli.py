@@ -255,7 +255,8 @@ def tune(ctx: typer.Context, task: str = typer.Option(..., "--task"),
         table.add_column(col)
     for t in sorted(result["trials"], key=lambda t: t["number"]):
         mark = " *" if t["run_id"] == result["run_id"] else ""
-        table.add_row(f"{t['number']}{mark}", "-" if t["value"] is None else f"{t['value']:.4f}",
+        value = ("failed" if t["error"] else "-") if t["value"] is None else f"{t['value']:.4f}"
+        table.add_row(f"{t['number']}{mark}", value,
                       escape(json.dumps(t["overrides"])), t["run_id"])
     out.print(table)
     _summary(result, s)

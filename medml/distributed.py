@@ -21,6 +21,7 @@ from medml.errors import MedMLError
 log = logging.getLogger("medml.distributed")
 JOB = "ddp-job.json"
 OUTCOME = "ddp-outcome.json"
+ERROR = "ddp-error.json"  # a rank's MedMLError, raised again by the caller as the same type
 
 
 def launch(job: dict, checkpoint_dir: Path, nproc: int):
@@ -30,13 +31,21 @@ def launch(job: dict, checkpoint_dir: Path, nproc: int):
     checkpoint_dir = Path(checkpoint_dir)
     job_file = checkpoint_dir / JOB
     job_file.write_text(json.dumps(job))
-    (checkpoint_dir / OUTCOME).unlink(missing_ok=True)
+    for name in (OUTCOME, ERROR):
+        (checkpoint_dir / name).unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", "-m", "medml.distributed", str(job_file)]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(job.get("threads") or 1))
     log.info("DDP: %s", " ".join(cmd))
     done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0 and (checkpoint_dir / ERROR).is_file():
+        from medml import errors
+
+        err = json.loads((checkpoint_dir / ERROR).read_text())
+        cls = getattr(errors, err["type"], MedMLError)
+        raise (cls if isinstance(cls, type) and issubclass(cls, MedMLError)
+               else MedMLError)(err["message"])
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
         sys.stderr.write("\n".join(lines[-40:]) + "\n")
@@ -78,8 +87,16 @@ def main(job_file: str) -> None:
             def on_epoch(epoch: int, metrics: dict) -> None:
                 mlflow.log_metrics(metrics, step=epoch, run_id=job["run_id"])
 
-        outcome = fit(task, datasets, job["spec"], params.train, Path(job["checkpoint_dir"]),
-                      on_epoch=on_epoch, extra=job["extra"], progress=job["progress"])
+        try:
+            outcome = fit(task, datasets, job["spec"], params.train,
+                          Path(job["checkpoint_dir"]), on_epoch=on_epoch, extra=job["extra"],
+                          progress=job["progress"])
+        except MedMLError as e:  # the caller raises it again, as itself (one line)
+            error = Path(job["checkpoint_dir"], ERROR)
+            if not error.exists():
+                error.write_text(json.dumps({"type": type(e).__name__, "message": str(e),
+                                             "rank": rank}))
+            raise
         if rank == 0:
             Path(job["checkpoint_dir"], OUTCOME).write_text(json.dumps({
                 "bundle_path": str(outcome.bundle_path), "epochs": outcome.epochs,

@@ -21,3 +21,7 @@ class CheckFailed(MedMLError):
     """A check ran and failed (validation, promotion gate, lineage verify): exit code 1."""
 
     exit_code = 1
+
+
+class TrainingDiverged(MedMLError):
+    """The model's weights became NaN or infinite (a learning rate too high, bad data)."""

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import distributed as dist
 from torch.utils.data import Dataset, Subset
 
-from medml.errors import BadInputError
+from medml.errors import BadInputError, TrainingDiverged
 from medml.settings import TrainParams
 from medml.tasks.base import Task
 
@@ -209,6 +209,13 @@ def fit(
                 dist.all_reduce(sums)
                 total, count = float(sums[0]), int(sums[1])
             metrics = {"train_loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                # Nothing can come back from NaN weights: stop before this epoch is saved
+                # (every rank sees the same weights, so every rank stops here).
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch + 1}: the weights are no longer "
+                    f"finite (train loss {metrics['train_loss']:.4g}); lower "
+                    f"tasks.{task.name}.train.lr (now {params.lr:g}) or check the data")
             if val is not None and len(val) and rank == 0:
                 pred = task.predict_split(model, val, spec, device)
                 metrics.update({f"val_{k}": v for k, v in task.score(pred, spec).items()})

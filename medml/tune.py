@@ -22,7 +22,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from medml.errors import BadInputError
+from medml.errors import BadInputError, TrainingDiverged
 from medml.settings import Settings, TuneParams
 
 log = logging.getLogger("medml.tune")
@@ -40,9 +40,10 @@ class TrialResult:
     overrides: dict[str, Any]
     run_id: str
     value: float | None  # the validation monitor of the weights kept; None: no val score
-    trained: Any  # lifecycle.Trained
+    trained: Any  # lifecycle.Trained; None when the trial failed
     pid: int = 0  # the process that trained it
     val_metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # why the trial failed (training diverged)
 
 
 def _distributions(space: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +162,10 @@ class Study:
     def best(self) -> TrialResult:
         scored = [r for r in self.results if r.value is not None and r.value == r.value]
         if not scored:
+            failed = [r for r in self.results if r.error]
+            if failed and len(failed) == len(self.results):
+                raise TrainingDiverged(f"all {len(failed)} trials of dataset {self.dataset!r} "
+                                       f"failed; trial {failed[0].number}: {failed[0].error}")
             raise BadInputError(f"no trial of dataset {self.dataset!r} has a validation "
                                 f"{self.task.monitor}; give the dataset a val split")
         pick = max if self.task.monitor_mode == "max" else min
@@ -177,7 +182,8 @@ class Study:
         client = mlflow.MlflowClient()
         monitor = f"val_{self.task.monitor}"
         table = pd.DataFrame([{"trial": r.number, "run_id": r.run_id, monitor: r.value,
-                               "pid": r.pid, **{f"param.{k}": json.dumps(v)
+                               "pid": r.pid, "error": r.error or "",
+                               **{f"param.{k}": json.dumps(v)
                                                  for k, v in r.overrides.items()}}
                               for r in sorted(self.results, key=lambda r: r.number)])
         client.log_table(self.parent_run_id, table, "tune/trials.json")
@@ -190,7 +196,7 @@ class Study:
         client.set_tag(self.parent_run_id, "medml.tune.best_trial", str(best.number))
         client.set_tag(best.run_id, "medml.tune.best", "true")
         for r in self.results:
-            if r.run_id != best.run_id:
+            if r.run_id != best.run_id and r.trained is not None:
                 shutil.rmtree(r.trained.checkpoint_dir, ignore_errors=True)
         client.set_terminated(self.parent_run_id)
 
@@ -252,9 +258,23 @@ def run_trial(settings: Settings, dataset: str, parent_run_id: str, asked: Asked
     from medml import lifecycle, tracking
 
     cfg = apply_overrides(settings, task, asked.overrides, threads)
-    trained = lifecycle.train(cfg, dataset, flow_run_id=flow_run_id, progress=False,
-                              validation_report=validation_report,
-                              parent_run_id=parent_run_id, run_name=f"trial-{asked.number}")
+    run_name = f"trial-{asked.number}"
+    try:
+        trained = lifecycle.train(cfg, dataset, flow_run_id=flow_run_id, progress=False,
+                                  validation_report=validation_report,
+                                  parent_run_id=parent_run_id, run_name=run_name)
+    except TrainingDiverged as e:  # this trial's settings fail; the search goes on
+        log.warning("trial %d failed: %s", asked.number, e)
+        tracking.configure(cfg)
+        client = mlflow.MlflowClient()
+        run = client.search_runs(
+            [client.get_run(parent_run_id).info.experiment_id],
+            f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+            f"attributes.run_name = '{run_name}'")[0]  # marked FAILED by lifecycle.train
+        client.set_tag(run.info.run_id, "medml.tune.trial", str(asked.number))
+        client.set_tag(run.info.run_id, "medml.tune.error", str(e)[:5000])
+        return TrialResult(asked.number, asked.overrides, run.info.run_id, None, None,
+                           os.getpid(), error=str(e))
     tracking.configure(cfg)
     mlflow.MlflowClient().set_tag(trained.run_id, "medml.tune.trial", str(asked.number))
     from medml.tasks import get_task

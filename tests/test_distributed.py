@@ -76,3 +76,23 @@ def test_ddp_on_two_gloo_processes_gives_one_run_one_version_close_metrics(
     for key in ("test_auroc", "test_accuracy", "test_ece"):
         assert run.data.metrics[key] == pytest.approx(base[key], abs=1e-3), key
     assert base["test_auroc"] > 0.6  # a model that learnt something, not two flat ones
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_diverged_training_stops_with_one_line_naming_the_setting(
+        settings: Settings, nproc: int) -> None:
+    """NaN weights stop training at once, in one process or in DDP ranks (the caller raises
+    the ranks' error, not torchrun's), the run is FAILED and no bundle is written."""
+    from medml.errors import TrainingDiverged
+
+    imaging = settings.tasks["imaging"]
+    imaging.train.lr, imaging.train.epochs, imaging.train.nproc = 1e30, 3, nproc
+    lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
+    with pytest.raises(TrainingDiverged, match=r"^training diverged in epoch 1: the weights "
+                       r"are no longer finite .*; lower tasks.imaging.train.lr \(now 1e\+30\)"):
+        lifecycle.train(settings, "demo")
+    [run] = _runs(settings)
+    assert run.info.status == "FAILED"
+    assert "train_loss" not in run.data.metrics  # the diverged epoch is neither logged ...
+    ckpt = next(settings.checkpoint_dir.iterdir())
+    assert not (ckpt / "last.pt").exists() and not (ckpt / "bundle.pt").exists()  # ... nor saved

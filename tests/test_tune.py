@@ -11,7 +11,7 @@ import pytest
 
 from flows.tune import run
 from medml import lifecycle, tune
-from medml.errors import BadInputError
+from medml.errors import BadInputError, TrainingDiverged
 from medml.settings import Settings
 
 
@@ -84,3 +84,35 @@ def test_trials_run_in_parallel_as_nested_runs_and_the_best_goes_to_the_gate(
     assert "test_auroc" not in loser.data.metrics  # only the winner sees the test split
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "tune")}
     assert {"tune/trials.json", "tune/best.json"} <= names
+
+
+def test_a_diverging_trial_fails_alone_and_the_search_goes_on(
+        settings: Settings, workspace: Path) -> None:
+    imaging = settings.tasks["imaging"]
+    imaging.tune.space = {"lr": [1e30, 0.003]}  # trial 0's weights turn NaN in epoch 1
+    imaging.tune.sampler, imaging.tune.trials, imaging.tune.parallel = "grid", 2, 1
+    imaging.train.epochs = 2
+    lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
+
+    result = run(settings, "demo", "tuned")
+
+    failed, good = sorted(result["trials"], key=lambda t: t["number"])
+    assert failed["value"] is None and failed["error"].startswith("training diverged in epoch 1")
+    assert good["value"] is not None and result["run_id"] == good["run_id"]
+    client = mlflow.MlflowClient(settings.mlflow_uri, settings.mlflow_uri)
+    run_ = client.get_run(failed["run_id"])
+    assert run_.info.status == "FAILED" and run_.data.params["train.lr"] == "1e+30"
+    assert run_.data.tags["medml.tune.error"] == failed["error"]
+    assert run_.data.tags["mlflow.parentRunId"] == result["parent_run_id"]
+    assert client.get_run(result["parent_run_id"]).info.status == "FINISHED"
+    assert client.get_model_version_by_alias("tuned", "champion").run_id == good["run_id"]
+
+
+def test_a_search_whose_trials_all_diverge_names_the_first_error(settings: Settings) -> None:
+    study = tune.Study.__new__(tune.Study)
+    study.dataset, study.results = "demo", [
+        tune.TrialResult(n, {"lr": 1e30}, f"r{n}", None, None, error=f"diverged {n}")
+        for n in range(2)]
+    with pytest.raises(TrainingDiverged, match=r"all 2 trials of dataset 'demo' failed; "
+                                               r"trial 0: diverged 0"):
+        study.best()
