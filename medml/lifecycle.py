@@ -27,7 +27,7 @@ from medml.data.dataset import (
     write_dataset,
 )
 from medml.data.versioning import DataVersion, data_version, track
-from medml.errors import BadInputError, CheckFailed, NotFoundError
+from medml.errors import BadInputError, CheckFailed, NotFoundError, TrainingDiverged
 from medml.settings import Settings
 from medml.tasks import get_task
 
@@ -277,7 +277,10 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
     manifest = ds.manifest()
     params_json = json.dumps({"train": params.train.model_dump(), "data": params.data},
                              sort_keys=True)
-    ckpt = _checkpoint_dir(settings, ds, params_json)
+    # A trial's checkpoints belong to its search: the same settings in a later search are
+    # a new trial (a new run under the new parent), not a resumption of the earlier one.
+    ckpt = _checkpoint_dir(settings, ds, params_json + (f"|{parent_run_id}"
+                                                        if parent_run_id else ""))
     ckpt.mkdir(parents=True, exist_ok=True)
     run_file = ckpt / "run.json"
     exp_id = tracking.configure(settings)
@@ -313,18 +316,24 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
                     "medml", {}).get("accepted", [])
                 mlflow.set_tag("medml.validation.accepted", str(len(accepted)))
         extra = {"run_id": run.info.run_id, "data_version": ds.version.as_dict()}
-        if params.train.nproc > 1:  # DDP through torchrun; rank 0 logs into this run
-            from medml.distributed import launch
+        try:
+            if params.train.nproc > 1:  # DDP through torchrun; rank 0 logs into this run
+                from medml.distributed import launch
 
-            job = {"settings": settings.for_flow(),
-                   "task": task.name, "dataset_dir": str(ds.path), "spec": spec,
-                   "checkpoint_dir": str(ckpt), "run_id": run.info.run_id, "extra": extra,
-                   "progress": progress, "threads": params.train.threads}
-            outcome = launch(job, ckpt, params.train.nproc)
-        else:
-            outcome = fit(task, task.datasets(ds.path, ds.meta, manifest, params), spec,
-                          params.train, ckpt, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e),
-                          extra=extra, progress=progress)
+                job = {"settings": settings.for_flow(),
+                       "task": task.name, "dataset_dir": str(ds.path), "spec": spec,
+                       "checkpoint_dir": str(ckpt), "run_id": run.info.run_id,
+                       "extra": extra, "progress": progress, "threads": params.train.threads}
+                outcome = launch(job, ckpt, params.train.nproc)
+            else:
+                outcome = fit(task, task.datasets(ds.path, ds.meta, manifest, params), spec,
+                              params.train, ckpt,
+                              on_epoch=lambda e, m: mlflow.log_metrics(m, step=e),
+                              extra=extra, progress=progress)
+        except TrainingDiverged:
+            # Resuming would diverge again: the run stays FAILED, its checkpoints go.
+            shutil.rmtree(ckpt, ignore_errors=True)
+            raise
         if outcome.resumed_from is not None:
             # A kill between an epoch's checkpoint and its logging leaves that epoch
             # unlogged (the resumed process starts after it): log what MLflow lacks.

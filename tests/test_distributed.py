@@ -93,6 +93,5 @@ def test_diverged_training_stops_with_one_line_naming_the_setting(
         lifecycle.train(settings, "demo")
     [run] = _runs(settings)
     assert run.info.status == "FAILED"
-    assert "train_loss" not in run.data.metrics  # the diverged epoch is neither logged ...
-    ckpt = next(settings.checkpoint_dir.iterdir())
-    assert not (ckpt / "last.pt").exists() and not (ckpt / "bundle.pt").exists()  # ... nor saved
+    assert "train_loss" not in run.data.metrics  # the diverged epoch is not logged ...
+    assert not any(settings.checkpoint_dir.iterdir())  # ... nor kept: resuming would diverge

@@ -107,6 +107,16 @@ def test_a_diverging_trial_fails_alone_and_the_search_goes_on(
     assert client.get_run(result["parent_run_id"]).info.status == "FINISHED"
     assert client.get_model_version_by_alias("tuned", "champion").run_id == good["run_id"]
 
+    # The same search again: its trials are new runs under its own parent (the diverged
+    # trial's checkpoints are gone, and a trial's checkpoints belong to its search).
+    again = run(settings, "demo", "tuned")
+    failed2 = next(t for t in again["trials"] if t["number"] == 0)
+    assert failed2["run_id"] not in (failed["run_id"], good["run_id"])
+    assert again["run_id"] not in (failed["run_id"], good["run_id"])
+    assert client.get_run(failed2["run_id"]).data.tags["mlflow.parentRunId"] \
+        == again["parent_run_id"]
+    assert not any(settings.checkpoint_dir.iterdir())  # nothing left behind
+
 
 def test_a_search_whose_trials_all_diverge_names_the_first_error(settings: Settings) -> None:
     study = tune.Study.__new__(tune.Study)
@@ -116,3 +126,22 @@ def test_a_search_whose_trials_all_diverge_names_the_first_error(settings: Setti
     with pytest.raises(TrainingDiverged, match=r"all 2 trials of dataset 'demo' failed; "
                                                r"trial 0: diverged 0"):
         study.best()
+
+
+
+def test_a_trial_never_resumes_a_trial_of_another_search(settings: Settings) -> None:
+    """A killed search leaves its trials' checkpoints; the same settings in the next search
+    are a new run under the new parent, while a plain re-run still resumes."""
+    settings.tasks["imaging"].train.epochs = 1
+    lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
+    client = mlflow.MlflowClient(settings.mlflow_uri, settings.mlflow_uri)
+    from medml import tracking
+
+    exp = tracking.configure(settings)
+    p1, p2 = (client.create_run(exp).info.run_id for _ in range(2))
+    t1 = lifecycle.train(settings, "demo", parent_run_id=p1, progress=False)
+    t2 = lifecycle.train(settings, "demo", parent_run_id=p2, progress=False)
+    assert t1.run_id != t2.run_id and t2.resumed_from is None
+    assert client.get_run(t2.run_id).data.tags["mlflow.parentRunId"] == p2
+    plain = lifecycle.train(settings, "demo", progress=False)
+    assert lifecycle.train(settings, "demo", progress=False).run_id == plain.run_id
