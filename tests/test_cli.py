@@ -110,6 +110,26 @@ def test_unknown_dataset_and_task_are_usage_errors(settings: Settings, workspace
     assert not (settings.state_dir / "mlflow.db").exists()
 
 
+def test_a_failing_flow_is_one_error_line_on_the_console_and_a_traceback_in_prefect(
+        settings: Settings, workspace: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    env = _env(settings, _params(settings, tmp_path, lr=1e30, epochs=2))
+    assert medml(["data", "generate", "--task", "imaging", "--name", "demo"], workspace,
+                 env).returncode == 0
+    r = medml(["pipeline", "--task", "imaging", "--dataset", "demo"], workspace, env)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == ["error: training diverged in epoch 1: the weights are no longer finite "
+                      "(train loss nan); lower tasks.imaging.train.lr (now 1e+30) or check "
+                      "the data"], r.stderr
+    db = sqlite3.connect(settings.state_dir / "prefect" / "prefect.db")
+    logged = [m for (m,) in db.execute("SELECT message FROM log WHERE message LIKE "
+                                       "'%TrainingDiverged%'")]
+    assert any("Traceback (most recent call last)" in m for m in logged)  # for the UI
+
+
 def test_kill_9_mid_training_then_rerun_resumes(settings: Settings, workspace: Path,
                                                 tmp_path: Path) -> None:
     epochs = 150
