@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from prefect import flow, task
@@ -49,6 +49,9 @@ def tune_flow(settings: dict[str, Any], dataset: str, model: str, trials: int | 
         best = study.best()
         study.finish(best)
     except BaseException:
+        if study.results:  # what ran is still recorded (e.g. every trial diverged)
+            with suppress(Exception):
+                study.log_trials()
         mlflow.MlflowClient().set_terminated(study.parent_run_id, "FAILED")
         raise
     print(f"best: trial {best.number} (run {best.run_id}), val_{study.task.monitor} "
@@ -96,8 +99,8 @@ def dask_runner(width: int) -> Iterator[Any]:
 
     Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (memory back to the OS
     early; glibc also stops raising its mmap threshold), so PyTorch's per-step tensors are
-    mapped and unmapped afresh: the same training ran 1.65x slower in a worker than in a
-    plain process (bench/parallel.py, docs/benchmarks.md). Its
+    mapped and unmapped afresh: the same training ran about 1.6x slower in a worker than
+    in a plain process (bench/parallel.py, docs/benchmarks.md). Its
     OMP_NUM_THREADS=1 stays: each trial sets its own thread count."""
     import dask.config
     import distributed  # noqa: F401  (loads the distributed.* defaults into dask.config)

@@ -39,13 +39,8 @@ def launch(job: dict, checkpoint_dir: Path, nproc: int):
     env.setdefault("OMP_NUM_THREADS", str(job.get("threads") or 1))
     log.info("DDP: %s", " ".join(cmd))
     done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0 and (checkpoint_dir / ERROR).is_file():
-        from medml import errors
-
-        err = json.loads((checkpoint_dir / ERROR).read_text())
-        cls = getattr(errors, err["type"], MedMLError)
-        raise (cls if isinstance(cls, type) and issubclass(cls, MedMLError)
-               else MedMLError)(err["message"])
+    if done.returncode != 0 and (err := _rank_error(checkpoint_dir / ERROR)) is not None:
+        raise err
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
         sys.stderr.write("\n".join(lines[-40:]) + "\n")
@@ -54,6 +49,27 @@ def launch(job: dict, checkpoint_dir: Path, nproc: int):
     out = json.loads((checkpoint_dir / OUTCOME).read_text())
     return TrainOutcome(Path(out["bundle_path"]), out["epochs"], out["resumed_from"],
                         out["seconds"], out["history"], out["kept_epoch"])
+
+
+def _rank_error(path: Path) -> MedMLError | None:
+    """The MedMLError a rank left at ``path``, as its own type; None if there is none."""
+    from medml import errors
+
+    try:
+        err = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    cls = getattr(errors, str(err.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, MedMLError)):
+        cls = MedMLError
+    return cls(str(err.get("message", "")))
+
+
+def _write_rank_error(path: Path, e: MedMLError, rank: int) -> None:
+    """Leave ``e`` for the caller; whole or not at all (ranks may fail at once)."""
+    tmp = path.with_name(f"{path.name}.{rank}.tmp")
+    tmp.write_text(json.dumps({"type": type(e).__name__, "message": str(e), "rank": rank}))
+    os.replace(tmp, path)
 
 
 def main(job_file: str) -> None:
@@ -75,8 +91,8 @@ def main(job_file: str) -> None:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank()
     try:
-        rank = dist.get_rank()
         task = get_task(job["task"])
         path = Path(job["dataset_dir"])
         datasets = task.datasets(path, load_meta(path), load_manifest(path), params)
@@ -87,22 +103,17 @@ def main(job_file: str) -> None:
             def on_epoch(epoch: int, metrics: dict) -> None:
                 mlflow.log_metrics(metrics, step=epoch, run_id=job["run_id"])
 
-        try:
-            outcome = fit(task, datasets, job["spec"], params.train,
-                          Path(job["checkpoint_dir"]), on_epoch=on_epoch, extra=job["extra"],
-                          progress=job["progress"])
-        except MedMLError as e:  # the caller raises it again, as itself (one line)
-            error = Path(job["checkpoint_dir"], ERROR)
-            if not error.exists():
-                error.write_text(json.dumps({"type": type(e).__name__, "message": str(e),
-                                             "rank": rank}))
-            raise
+        outcome = fit(task, datasets, job["spec"], params.train, Path(job["checkpoint_dir"]),
+                      on_epoch=on_epoch, extra=job["extra"], progress=job["progress"])
         if rank == 0:
             Path(job["checkpoint_dir"], OUTCOME).write_text(json.dumps({
                 "bundle_path": str(outcome.bundle_path), "epochs": outcome.epochs,
                 "resumed_from": outcome.resumed_from, "seconds": outcome.seconds,
                 "history": outcome.history, "kept_epoch": outcome.kept_epoch,
                 "world_size": dist.get_world_size()}))
+    except MedMLError as e:  # the caller raises it again, as itself (one line)
+        _write_rank_error(Path(job["checkpoint_dir"], ERROR), e, rank)
+        raise
     finally:
         dist.destroy_process_group()
 

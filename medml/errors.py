@@ -24,4 +24,8 @@ class CheckFailed(MedMLError):
 
 
 class TrainingDiverged(MedMLError):
-    """The model's weights became NaN or infinite (a learning rate too high, bad data)."""
+    """Training cannot go on: the weights became NaN or infinite, or no batch of an epoch
+    had a finite loss (a learning rate too high, bad data). ``run_id``: the MLflow run,
+    once the lifecycle knows it."""
+
+    run_id: str | None = None

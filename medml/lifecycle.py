@@ -277,9 +277,9 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
     manifest = ds.manifest()
     params_json = json.dumps({"train": params.train.model_dump(), "data": params.data},
                              sort_keys=True)
-    # A trial's checkpoints belong to its search: the same settings in a later search are
-    # a new trial (a new run under the new parent), not a resumption of the earlier one.
-    ckpt = _checkpoint_dir(settings, ds, params_json + (f"|{parent_run_id}"
+    # A trial's checkpoints are its own: the same settings in another trial of the search
+    # (samplers repeat choices) or in a later search are a new run, not a resumption.
+    ckpt = _checkpoint_dir(settings, ds, params_json + (f"|{parent_run_id}|{run_name}"
                                                         if parent_run_id else ""))
     ckpt.mkdir(parents=True, exist_ok=True)
     run_file = ckpt / "run.json"
@@ -330,9 +330,10 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
                               params.train, ckpt,
                               on_epoch=lambda e, m: mlflow.log_metrics(m, step=e),
                               extra=extra, progress=progress)
-        except TrainingDiverged:
-            # Resuming would diverge again: the run stays FAILED, its checkpoints go.
+        except TrainingDiverged as e:
+            # Resuming would diverge again: the run ends FAILED, its checkpoints go.
             shutil.rmtree(ckpt, ignore_errors=True)
+            e.run_id = run.info.run_id
             raise
         if outcome.resumed_from is not None:
             # A kill between an epoch's checkpoint and its logging leaves that epoch

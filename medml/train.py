@@ -10,6 +10,7 @@ and writes the bundle; the others follow its decisions."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -190,7 +191,7 @@ def fit(
             shard = Subset(datasets["train"], _shard(len(datasets["train"]), gen, rank, world))
             loader = task.loader(shard, batch_size, False, device, workers)
             net.train()
-            total, count = 0.0, 0
+            total, count, finite = 0.0, 0, 0
             for batch in loader:
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
@@ -199,23 +200,32 @@ def fit(
                 scaler.step(opt)
                 scaler.update()
                 n = len(batch[-1]) if isinstance(batch, list | tuple) else 1
-                total += float(loss.detach()) * n
+                value = float(loss.detach())
+                total += value * n
                 count += n
+                finite += math.isfinite(value)
             sched.step()
             if averaged is not None and epoch + 1 > swa_from:
                 averaged.update_parameters(model)
             if world > 1:  # the loss over all ranks' examples
-                sums = torch.tensor([total, float(count)], dtype=torch.float64)
+                sums = torch.tensor([total, float(count), float(finite)], dtype=torch.float64)
                 dist.all_reduce(sums)
-                total, count = float(sums[0]), int(sums[1])
+                total, count, finite = float(sums[0]), int(sums[1]), int(sums[2])
             metrics = {"train_loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
+            # Nothing comes back from NaN weights, nor from an epoch without one finite loss
+            # (fp16 loss scaling skips those steps, so the weights stay finite): stop before
+            # this epoch is saved. Every rank sees the same weights and sums, so all stop.
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                # Nothing can come back from NaN weights: stop before this epoch is saved
-                # (every rank sees the same weights, so every rank stops here).
+                why = "the weights are no longer finite"
+            elif count and not finite:
+                why = "no batch had a finite loss"
+            else:
+                why = None
+            if why:
                 raise TrainingDiverged(
-                    f"training diverged in epoch {epoch + 1}: the weights are no longer "
-                    f"finite (train loss {metrics['train_loss']:.4g}); lower "
-                    f"tasks.{task.name}.train.lr (now {params.lr:g}) or check the data")
+                    f"training diverged in epoch {epoch + 1}: {why} (train loss "
+                    f"{metrics['train_loss']:.4g}); lower tasks.{task.name}.train.lr (now "
+                    f"{params.lr:g}) or check the data")
             if val is not None and len(val) and rank == 0:
                 pred = task.predict_split(model, val, spec, device)
                 metrics.update({f"val_{k}": v for k, v in task.score(pred, spec).items()})

@@ -171,22 +171,29 @@ class Study:
         pick = max if self.task.monitor_mode == "max" else min
         return pick(scored, key=lambda r: r.value)  # the earliest of equals
 
-    def finish(self, best: TrialResult) -> None:
-        """Record the search in the parent run and drop the losers' checkpoints."""
+    def log_trials(self) -> None:
+        """The trials so far as the parent run's table ``tune/trials.json``."""
         import mlflow
         import pandas as pd
 
         from medml import tracking
 
         tracking.configure(self.settings)
-        client = mlflow.MlflowClient()
         monitor = f"val_{self.task.monitor}"
         table = pd.DataFrame([{"trial": r.number, "run_id": r.run_id, monitor: r.value,
                                "pid": r.pid, "error": r.error or "",
                                **{f"param.{k}": json.dumps(v)
-                                                 for k, v in r.overrides.items()}}
+                                  for k, v in r.overrides.items()}}
                               for r in sorted(self.results, key=lambda r: r.number)])
-        client.log_table(self.parent_run_id, table, "tune/trials.json")
+        mlflow.MlflowClient().log_table(self.parent_run_id, table, "tune/trials.json")
+
+    def finish(self, best: TrialResult) -> None:
+        """Record the search in the parent run and drop the losers' checkpoints."""
+        import mlflow
+
+        self.log_trials()
+        client = mlflow.MlflowClient()
+        monitor = f"val_{self.task.monitor}"
         client.log_dict(self.parent_run_id, {"best_trial": best.number,
                                              "best_run_id": best.run_id,
                                              "best_overrides": best.overrides},
@@ -264,17 +271,14 @@ def run_trial(settings: Settings, dataset: str, parent_run_id: str, asked: Asked
                                   validation_report=validation_report,
                                   parent_run_id=parent_run_id, run_name=run_name)
     except TrainingDiverged as e:  # this trial's settings fail; the search goes on
-        log.warning("trial %d failed: %s", asked.number, e)
+        error = f"{e} (trial settings {json.dumps(asked.overrides)})"
+        log.warning("trial %d failed: %s", asked.number, error)
         tracking.configure(cfg)
-        client = mlflow.MlflowClient()
-        run = client.search_runs(
-            [client.get_run(parent_run_id).info.experiment_id],
-            f"tags.mlflow.parentRunId = '{parent_run_id}' and "
-            f"attributes.run_name = '{run_name}'")[0]  # marked FAILED by lifecycle.train
-        client.set_tag(run.info.run_id, "medml.tune.trial", str(asked.number))
-        client.set_tag(run.info.run_id, "medml.tune.error", str(e)[:5000])
-        return TrialResult(asked.number, asked.overrides, run.info.run_id, None, None,
-                           os.getpid(), error=str(e))
+        client = mlflow.MlflowClient()  # the run is FAILED already (lifecycle.train)
+        client.set_tag(e.run_id, "medml.tune.trial", str(asked.number))
+        client.set_tag(e.run_id, "medml.tune.error", error[:5000])
+        return TrialResult(asked.number, asked.overrides, e.run_id, None, None,
+                           os.getpid(), error=error)
     tracking.configure(cfg)
     mlflow.MlflowClient().set_tag(trained.run_id, "medml.tune.trial", str(asked.number))
     from medml.tasks import get_task

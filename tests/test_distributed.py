@@ -95,3 +95,45 @@ def test_diverged_training_stops_with_one_line_naming_the_setting(
     assert run.info.status == "FAILED"
     assert "train_loss" not in run.data.metrics  # the diverged epoch is not logged ...
     assert not any(settings.checkpoint_dir.iterdir())  # ... nor kept: resuming would diverge
+
+
+def test_an_epoch_without_one_finite_loss_stops_training(settings: Settings) -> None:
+    """fp16 loss scaling skips the steps of non-finite losses, so the weights stay finite:
+    an epoch where no batch had a finite loss stops training all the same."""
+    from medml.errors import TrainingDiverged
+    from medml.tasks import get_task
+    from medml.train import fit
+
+    lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
+    ds = lifecycle.open_dataset(settings, "demo")
+    params = settings.task("imaging")
+    params.train.epochs = 2
+
+    class NanLoss(type(get_task("imaging"))):
+        def loss(self, net, batch, device):  # a NaN with zero (finite) gradients
+            return super().loss(net, batch, device) * 0 + float("nan")
+
+    task = NanLoss()
+    _, spec = task.build_model(params, ds.meta, ds.manifest())
+    with pytest.raises(TrainingDiverged, match=r"^training diverged in epoch 1: no batch "
+                                               r"had a finite loss \(train loss nan\)"):
+        fit(task, task.datasets(ds.path, ds.meta, ds.manifest(), params), spec, params.train,
+            settings.checkpoint_dir / "nan", progress=False)
+
+
+def test_a_ranks_error_file_comes_back_as_its_type_or_not_at_all(tmp_path: Path) -> None:
+    from medml.distributed import _rank_error, _write_rank_error
+    from medml.errors import BadInputError, MedMLError, TrainingDiverged
+
+    path = tmp_path / "ddp-error.json"
+    assert _rank_error(path) is None  # none written
+    _write_rank_error(path, TrainingDiverged("epoch 3"), 1)
+    err = _rank_error(path)
+    assert type(err) is TrainingDiverged and str(err) == "epoch 3"
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+    path.write_text('{"type": "BadInputErr')  # cut short: the caller falls back to stderr
+    assert _rank_error(path) is None
+    path.write_text('{"type": "ValueError", "message": "x"}')  # never a non-medml type
+    assert type(_rank_error(path)) is MedMLError
+    path.write_text('{"type": "BadInputError", "message": "row 3"}')
+    assert type(_rank_error(path)) is BadInputError
