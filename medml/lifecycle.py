@@ -306,10 +306,8 @@ def train(settings: Settings, name: str, *, flow_run_id: str | None = None,
             })
             mlflow.log_dict(ds.version.as_dict(), "data/version.json")
             mlflow.log_dict(asdict(ds.meta), "data/dataset.json")  # split, de-identification
-            mlflow.log_input(mlflow.data.from_pandas(
-                manifest, source=str(ds.path), name=name, digest=ds.version.md5[:32],
-                targets="label" if "label" in manifest.columns else None), context="training",
-                tags={"dvc_md5": ds.version.md5, "git_commit": ds.version.git_commit or ""})
+            tracking.log_dataset_input(ds, manifest, name, "training", tags={
+                "dvc_md5": ds.version.md5, "git_commit": ds.version.git_commit or ""})
             if validation_report:
                 mlflow.log_artifacts(str(Path(validation_report).parent), "validation")
                 accepted = json.loads(Path(validation_report).read_text()).get(
@@ -422,10 +420,11 @@ def evaluate(settings: Settings, name: str, trained: Trained) -> Evaluated:
     with mlflow.start_run(run_id=trained.run_id):
         _log_evaluation(result, metrics)
         signature, example = task.signature_and_example(spec, ds.path, manifest)
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=task.pyfunc(),
-            artifacts={"bundle": trained.bundle_path}, signature=signature,
-            input_example=example, pip_requirements=_requirements(task))
+        with tracking.known_warnings_quiet():
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=task.pyfunc(),
+                artifacts={"bundle": trained.bundle_path}, signature=signature,
+                input_example=example, pip_requirements=_requirements(task))
     log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
     return Evaluated(trained.run_id, info.model_uri, metrics)
 

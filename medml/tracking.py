@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from medml.settings import Settings
 
@@ -32,6 +36,39 @@ def configure(settings: Settings) -> str:
     if settings.profile == "embedded" and not settings.tracking_uri:
         location = Path(settings.artifact_root / settings.experiment).resolve().as_uri()
     return client.create_experiment(settings.experiment, artifact_location=location)
+
+
+# MLflow warnings that medml has looked at and answered, printed on every run otherwise.
+KNOWN_WARNINGS = (
+    # a dataset directory's path matches both of MLflow's local sources ("" and "file")
+    "The specified dataset source can be interpreted in multiple ways",
+    # image examples are integer lists; the signature is given (AnyType) and images hold
+    # no missing values
+    "Hint: Inferred schema contains integer column",
+)
+
+
+@contextmanager
+def known_warnings_quiet() -> Iterator[None]:
+    """Leave out KNOWN_WARNINGS (UserWarnings only) inside the block."""
+    with warnings.catch_warnings():
+        for message in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
+
+
+def log_dataset_input(dataset: Any, manifest: Any, name: str, context: str,
+                      tags: dict[str, str] | None = None) -> None:
+    """Dataset ``name`` (opened, with its manifest) as the active run's MLflow input, its
+    DVC hash as the digest."""
+    import mlflow
+
+    with known_warnings_quiet():
+        mlflow.log_input(mlflow.data.from_pandas(
+            manifest, source=str(dataset.path), name=name,
+            digest=dataset.version.md5[:32],
+            targets="label" if "label" in manifest.columns else None),
+            context=context, tags=tags)
 
 
 def client():

@@ -243,11 +243,8 @@ def open_study(settings: Settings, dataset: str, *, trials: int | None = None,
         "medml.tune": "parent"})
     # The dataset as the parent's input first: parallel trials logging the same new
     # dataset at once collide on MLflow's unique (experiment, name, digest) row.
-    manifest = ds.manifest()
     with mlflow.start_run(run_id=run.info.run_id):
-        mlflow.log_input(mlflow.data.from_pandas(
-            manifest, source=str(ds.path), name=dataset, digest=ds.version.md5[:32],
-            targets="label" if "label" in manifest.columns else None), context="tuning")
+        tracking.log_dataset_input(ds, ds.manifest(), dataset, "tuning")
     client.update_run(run.info.run_id, "RUNNING")
     client.log_param(run.info.run_id, "tune.trials", params.trials)
     client.log_param(run.info.run_id, "tune.parallel", params.parallel)

@@ -125,3 +125,16 @@ def test_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_on_resume(
     assert trained.resumed_from == 2
     steps = [m.step for m in _client(settings).get_metric_history(trained.run_id, "train_loss")]
     assert sorted(steps) == [1, 2, 3]  # each epoch once, the lost one included
+
+
+def test_mlflow_warnings_medml_has_answered_are_not_shown(
+        settings: Settings, recwarn: pytest.WarningsRecorder) -> None:
+    import re
+
+    from medml.tracking import KNOWN_WARNINGS
+
+    settings.tasks["imaging"].train.epochs = 1
+    lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
+    lifecycle.evaluate(settings, "demo", lifecycle.train(settings, "demo", progress=False))
+    shown = [str(w.message) for w in recwarn if issubclass(w.category, UserWarning)]
+    assert not [m for m in shown if any(re.match(k, m) for k in KNOWN_WARNINGS)], shown
