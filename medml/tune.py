@@ -162,10 +162,11 @@ class Study:
     def best(self) -> TrialResult:
         scored = [r for r in self.results if r.value is not None and r.value == r.value]
         if not scored:
-            failed = [r for r in self.results if r.error]
-            if failed and len(failed) == len(self.results):
-                raise TrainingDiverged(f"all {len(failed)} trials of dataset {self.dataset!r} "
-                                       f"failed; trial {failed[0].number}: {failed[0].error}")
+            if self.results and all(r.error for r in self.results):
+                first = min(self.results, key=lambda r: r.number)
+                raise TrainingDiverged(f"all {len(self.results)} trials of dataset "
+                                       f"{self.dataset!r} failed; trial {first.number}: "
+                                       f"{first.error}")
             raise BadInputError(f"no trial of dataset {self.dataset!r} has a validation "
                                 f"{self.task.monitor}; give the dataset a val split")
         pick = max if self.task.monitor_mode == "max" else min
@@ -260,29 +261,27 @@ def run_trial(settings: Settings, dataset: str, parent_run_id: str, asked: Asked
     import mlflow
 
     from medml import lifecycle, tracking
+    from medml.tasks import get_task
 
     cfg = apply_overrides(settings, task, asked.overrides, threads)
-    run_name = f"trial-{asked.number}"
     try:
         trained = lifecycle.train(cfg, dataset, flow_run_id=flow_run_id, progress=False,
                                   validation_report=validation_report,
-                                  parent_run_id=parent_run_id, run_name=run_name)
-    except TrainingDiverged as e:  # this trial's settings fail; the search goes on
-        error = f"{e} (trial settings {json.dumps(asked.overrides)})"
-        log.warning("trial %d failed: %s", asked.number, error)
-        tracking.configure(cfg)
-        client = mlflow.MlflowClient()  # the run is FAILED already (lifecycle.train)
-        client.set_tag(e.run_id, "medml.tune.trial", str(asked.number))
-        client.set_tag(e.run_id, "medml.tune.error", error[:5000])
-        return TrialResult(asked.number, asked.overrides, e.run_id, None, None,
-                           os.getpid(), error=error)
+                                  parent_run_id=parent_run_id, run_name=f"trial-{asked.number}")
+    except TrainingDiverged as e:  # this trial's settings fail (its run is FAILED already)
+        result = TrialResult(asked.number, asked.overrides, e.run_id, None, None, os.getpid(),
+                             error=f"{e} (trial settings {json.dumps(asked.overrides)})")
+        log.warning("trial %d failed: %s", asked.number, result.error)
+    else:
+        result = TrialResult(asked.number, asked.overrides, trained.run_id,
+                             trained.val_metrics.get(f"val_{get_task(task).monitor}"),
+                             trained, os.getpid(), trained.val_metrics)
     tracking.configure(cfg)
-    mlflow.MlflowClient().set_tag(trained.run_id, "medml.tune.trial", str(asked.number))
-    from medml.tasks import get_task
-
-    value = trained.val_metrics.get(f"val_{get_task(task).monitor}")
-    return TrialResult(asked.number, asked.overrides, trained.run_id, value, trained,
-                       os.getpid(), trained.val_metrics)
+    client = mlflow.MlflowClient()
+    client.set_tag(result.run_id, "medml.tune.trial", str(asked.number))
+    if result.error:
+        client.set_tag(result.run_id, "medml.tune.error", result.error[:5000])
+    return result
 
 
 def summary(result: TrialResult) -> dict[str, Any]:
