@@ -19,12 +19,9 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
-from flows import console
 from medml import lifecycle
 from medml.errors import CheckFailed
 from medml.settings import Settings
-
-console.install()
 
 
 @task(name="validate", cache_policy=NO_CACHE)

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from medml.errors import BadInputError, CheckFailed, MedMLError, NotFoundError
 from medml.settings import Settings, load_settings
+from medml.tracking import KNOWN_WARNINGS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="MedML: versioned data to a gated, served, auditable model.")
@@ -46,20 +47,36 @@ def _with_train(s: Settings, task: str, **train: Any) -> Settings:
     return s.model_copy(update={"tasks": {**s.tasks, task: tp}})
 
 
+class _OneLineErrors(logging.Formatter):
+    """A MedMLError is one line: when Prefect logs a task or flow that failed on one, the
+    console leaves its traceback out (the Prefect API's copy of the log keeps it). The record
+    is left as it was for any other handler."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not (record.exc_info and isinstance(record.exc_info[1], MedMLError)):
+            return super().format(record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
 @app.callback()
 def _main(ctx: typer.Context,
           params: Path = typer.Option(None, "--params", envvar="MEDML_PARAMS",
                                       help="settings file (default ./params.yaml)"),
           verbose: bool = typer.Option(False, "-v", "--verbose")) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
+    handler = RichHandler(console=console, show_path=False)
+    handler.setFormatter(_OneLineErrors("%(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     logging.getLogger("medml").setLevel(logging.INFO)
     if not verbose:  # MLflow's own chatter (schema hints, monitor start/stop) stays out
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        for hint in (r".*type hints to the `predict`", r"Hint: Inferred schema",
-                     r"The specified dataset source can be interpreted"):
-            warnings.filterwarnings("ignore", message=hint)
+        for message in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
     ctx.obj = load_settings(params)
 
 

@@ -129,12 +129,12 @@ def test_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_on_resume(
 
 def test_mlflow_warnings_medml_has_answered_are_not_shown(
         settings: Settings, recwarn: pytest.WarningsRecorder) -> None:
-    import re
-
-    from medml.tracking import KNOWN_WARNINGS
-
+    """Also outside the CLI (library use, Dask trial workers): the two MLflow raises while
+    logging the dataset and the model."""
     settings.tasks["imaging"].train.epochs = 1
     lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
     lifecycle.evaluate(settings, "demo", lifecycle.train(settings, "demo", progress=False))
     shown = [str(w.message) for w in recwarn if issubclass(w.category, UserWarning)]
-    assert not [m for m in shown if any(re.match(k, m) for k in KNOWN_WARNINGS)], shown
+    assert not [m for m in shown if m.startswith((
+        "The specified dataset source can be interpreted in multiple ways",
+        "Hint: Inferred schema contains integer column"))], shown
