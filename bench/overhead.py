@@ -78,9 +78,10 @@ def bare(npz: Path, epochs: int, seed: int, size: int, lr: float = 1e-3) -> dict
             "val_auroc": val}
 
 
-def pipeline(npz: Path, epochs: int, seed: int, size: int) -> dict:
-    """`medml data import` (not timed), then `medml pipeline` timed as a whole command."""
-    import mlflow
+def workspace(npz: Path, epochs: int, seed: int, size: int,
+              **imaging: dict) -> tuple[Path, dict[str, str]]:
+    """A fresh git workspace, params.yaml with the benchmark's training settings (and any
+    other ``tasks.imaging`` sections given), the BreastMNIST .npz imported as breastmnist."""
     import yaml
 
     ws = Path(tempfile.mkdtemp(prefix="medml-bench-"))
@@ -88,15 +89,26 @@ def pipeline(npz: Path, epochs: int, seed: int, size: int) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["tasks"]["imaging"]["train"].update({"epochs": epochs, "seed": seed})
     params["tasks"]["imaging"]["data"]["image_size"] = size
+    params["tasks"]["imaging"].update(imaging)
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "MEDML_HOME": str(ws / ".medml"), "MEDML_WORKSPACE": str(ws)}
-    medml = [sys.executable, "-m", "medml.cli"]
-    subprocess.run([*medml, "data", "import", "--task", "imaging", "--format", "medmnist",
-                    str(npz), "--name", "breastmnist"], cwd=ws, env=env, check=True)
+    r = subprocess.run([sys.executable, "-m", "medml.cli", "data", "import", "--task",
+                        "imaging", "--format", "medmnist", str(npz), "--name", "breastmnist"],
+                       cwd=ws, env=env, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"medml data import failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return ws, env
+
+
+def pipeline(npz: Path, epochs: int, seed: int, size: int) -> dict:
+    """`medml data import` (not timed), then `medml pipeline` timed as a whole command."""
+    import mlflow
+
+    ws, env = workspace(npz, epochs, seed, size)
     t0 = time.perf_counter()
-    r = subprocess.run([*medml, "pipeline", "--task", "imaging", "--dataset", "breastmnist"],
-                       cwd=ws,
-                       env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "medml.cli", "pipeline", "--task", "imaging",
+                        "--dataset", "breastmnist"], cwd=ws, env=env, capture_output=True,
+                       text=True)
     total = time.perf_counter() - t0
     if r.returncode not in (0, 1):  # 1: the gate refused, still a full lifecycle
         sys.exit(f"medml pipeline failed:\n{r.stderr[-3000:]}")

@@ -24,33 +24,15 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import DEFAULT_NPZ, bare  # noqa: E402
+from overhead import DEFAULT_NPZ, bare, workspace  # noqa: E402
 
 DATASET = "breastmnist"
-
-
-def workspace(npz: Path, epochs: int, seed: int, lrs: list[float]) -> tuple[Path, dict]:
-    """A fresh git workspace with params.yaml shrunk to the benchmark and the data imported."""
-    import yaml
-
-    ws = Path(tempfile.mkdtemp(prefix="medml-bench-"))
-    subprocess.run(["git", "init", "-q", str(ws)], check=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    img = params["tasks"]["imaging"]
-    img["train"].update({"epochs": epochs, "seed": seed})
-    img["tune"] = {"trials": len(lrs), "parallel": 1, "sampler": "grid", "space": {"lr": lrs}}
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "MEDML_HOME": str(ws / ".medml"), "MEDML_WORKSPACE": str(ws)}
-    medml(ws, env, "data", "import", "--task", "imaging", "--format", "medmnist", str(npz),
-          "--name", DATASET)
-    return ws, env
 
 
 def medml(ws: Path, env: dict, *args: str) -> float:
@@ -84,8 +66,10 @@ def bare_child(npz: Path, epochs: int, seed: int, size: int, lrs: list[float]) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def tune_variant(npz: Path, epochs: int, seed: int, lrs: list[float], parallel: int) -> dict:
-    ws, env = workspace(npz, epochs, seed, lrs)
+def tune_variant(npz: Path, epochs: int, seed: int, size: int, lrs: list[float],
+                 parallel: int) -> dict:
+    ws, env = workspace(npz, epochs, seed, size, tune={
+        "trials": len(lrs), "parallel": 1, "sampler": "grid", "space": {"lr": lrs}})
     wall = medml(ws, env, "tune", "--task", "imaging", "--dataset", DATASET,
                  "--parallel", str(parallel))
     rs = runs(ws)
@@ -115,8 +99,8 @@ def _overlap(ws: Path, trials: list) -> float:
     return total / 1000
 
 
-def ddp_variant(npz: Path, epochs: int, seed: int, nproc: int) -> dict:
-    ws, env = workspace(npz, epochs, seed, [1e-3])
+def ddp_variant(npz: Path, epochs: int, seed: int, size: int, nproc: int) -> dict:
+    ws, env = workspace(npz, epochs, seed, size)
     wall = medml(ws, env, "train", "--dataset", DATASET, "--nproc", str(nproc))
     run = runs(ws)[-1]
     return {"wall_s": wall, "train_s": run.data.metrics["train_seconds"],
@@ -165,7 +149,7 @@ def main() -> None:
         for k in (1, 2):
             console.print(f"medml tune --parallel {k} ...")
             rows[f"medml tune --parallel {k}"] = tune_variant(
-                args.npz, args.epochs, args.seed, lrs, k)
+                args.npz, args.epochs, args.seed, args.image_size, lrs, k)
         table = Table(title=f"search: {len(lrs)} grid trials (lr), small_cnn, BreastMNIST, "
                             f"{args.image_size} px, {args.epochs} epochs, {stamp}")
         for col in ("variant", "wall s", "sum of training s", "trials overlapping s",
@@ -187,7 +171,8 @@ def main() -> None:
         rows = {"bare loop, 1 process": b | {"wall_s": time.perf_counter() - t0}}
         for n in (1, 2):
             console.print(f"medml train --nproc {n} ...")
-            rows[f"medml train --nproc {n}"] = ddp_variant(args.npz, args.epochs, args.seed, n)
+            rows[f"medml train --nproc {n}"] = ddp_variant(args.npz, args.epochs, args.seed,
+                                                       args.image_size, n)
         table = Table(title=f"DDP: one training, small_cnn, BreastMNIST, {args.image_size} px, "
                             f"{args.epochs} epochs, lr 0.001, {stamp}")
         for col in ("variant", "wall s (process)", "training s", "val AUROC", "test AUROC",
