@@ -58,9 +58,10 @@ def build_model(home: Path, npz: Path, epochs: int, image_size: int | None):
     s = base.model_copy(update={"workspace": ws, "home": home / "state",
                                 "tasks": {**base.tasks, "imaging": imaging}})
     lifecycle.create_dataset(s, "imaging", "breastmnist", fmt="medmnist", src=npz)
-    trained = lifecycle.train(s, "breastmnist", progress=False)
-    evaluated = lifecycle.evaluate(s, "breastmnist", trained)
-    version = lifecycle.register(s, MODEL, evaluated, trained)
+    run = lifecycle.open_run(s, "breastmnist")
+    trained = lifecycle.train(run, progress=False)
+    evaluated = lifecycle.evaluate(run, trained)
+    version = lifecycle.register(run, MODEL, evaluated, trained)
     registry.set_alias(s, MODEL, "champion", version, who="bench", why="serving benchmark")
     return s, version, evaluated.metrics.get("test_auroc")
 

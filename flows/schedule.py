@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from medml.errors import BadInputError
+
 SOURCE = Path(__file__).resolve().parents[1]  # the project root holding flows/
 ENTRYPOINT = "flows/lifecycle.py:lifecycle_flow"
 DATA_EVENT = "medml.dataset.changed"
@@ -43,9 +45,9 @@ def schedule_lifecycle(settings: dict[str, Any], dataset: str, model: str, *,
                        pool: str = "medml", timezone: str = "UTC") -> UUID:
     """Deploy the lifecycle of ``dataset`` -> ``model`` on ``pool``; returns its id."""
     from prefect import flow as prefect_flow
-    from prefect.client.schemas.schedules import CronSchedule
     from prefect.events import DeploymentEventTrigger
 
+    schedule = cron_schedule(cron, timezone) if cron else None
     ensure_pool(pool)
     triggers = []
     if on_data_change:
@@ -55,12 +57,23 @@ def schedule_lifecycle(settings: dict[str, Any], dataset: str, model: str, *,
     flow = prefect_flow.from_source(source=str(SOURCE), entrypoint=ENTRYPOINT)
     return flow.deploy(
         name=f"{model}-{dataset}", work_pool_name=pool, build=False, push=False,
-        schedules=[CronSchedule(cron=cron, timezone=timezone)] if cron else None,
+        schedules=[schedule] if schedule else None,
         triggers=triggers or None,
         parameters={"settings": settings, "dataset": dataset, "model": model},
         description=f"MedML lifecycle: {dataset} -> {model} (validate, train, evaluate, "
                     "register, gate)", tags=["medml", f"dataset:{dataset}"],
         print_next_steps=False)
+
+
+def cron_schedule(cron: str, timezone: str = "UTC") -> Any:
+    """Prefect's schedule of a cron expression; BadInputError (one line) when it is none."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        return CronSchedule(cron=cron, timezone=timezone)
+    except ValueError:
+        raise BadInputError(f"--cron {cron!r}: not a cron expression (5 fields, e.g. "
+                            '"0 2 * * 0")') from None
 
 
 def emit_data_changed(dataset: str, md5: str, previous: str | None) -> None:

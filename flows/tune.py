@@ -15,31 +15,32 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.lifecycle import release, validate
-from medml import tune
+from medml import lifecycle, tune
+from medml.lifecycle import RunContext
 from medml.settings import Settings
 
 
 @task(name="trial", cache_policy=NO_CACHE)
-def trial(cfg: Settings, dataset: str, parent_run_id: str, asked: tune.AskedTrial,
-          task_name: str, threads: int, flow_run_id: str, report: str) -> tune.TrialResult:
-    return tune.run_trial(cfg, dataset, parent_run_id, asked, task_name, threads=threads,
+def trial(ctx: RunContext, parent_run_id: str, asked: tune.AskedTrial, threads: int,
+          flow_run_id: str, report: str) -> tune.TrialResult:
+    return tune.run_trial(ctx, parent_run_id, asked, threads=threads,
                           flow_run_id=flow_run_id, validation_report=report)
 
 
 @flow(name="medml-tune", log_prints=True)
 def tune_flow(settings: dict[str, Any], dataset: str, model: str, trials: int | None = None,
-              parallel: int | None = None) -> dict[str, Any]:
+              parallel: int | None = None, task: str | None = None) -> dict[str, Any]:
     """Search, then release the best trial's model."""
     import mlflow
 
-    cfg = Settings(**settings)
+    ctx = lifecycle.open_run(Settings(**settings), dataset, task=task)
     run_id = str(flow_run.get_id() or "")
-    report = validate(cfg, dataset)
-    study = tune.open_study(cfg, dataset, trials=trials, parallel=parallel)
+    report = validate(ctx)
+    study = tune.open_study(ctx, trials=trials, parallel=parallel)
     try:
         while batch := study.ask(study.params.parallel):
-            futures = [trial.submit(cfg, dataset, study.parent_run_id, asked, study.task.name,
-                                    study.threads, run_id, report) for asked in batch]
+            futures = [trial.submit(ctx, study.parent_run_id, asked, study.threads, run_id,
+                                    report) for asked in batch]
             results = [f.result() for f in futures]
             for r in results:
                 print(f"trial {r.number} (pid {r.pid}): " + (
@@ -56,12 +57,12 @@ def tune_flow(settings: dict[str, Any], dataset: str, model: str, trials: int | 
         raise
     print(f"best: trial {best.number} (run {best.run_id}), val_{study.task.monitor} "
           f"{best.value}; releasing it")
-    result = release(cfg, dataset, model, best.trained, run_id)
+    result = release(ctx, model, best.trained, run_id)
     return {**result, "parent_run_id": study.parent_run_id,
             "trials": [tune.summary(r) for r in study.results]}
 
 
-def run(settings: Settings, dataset: str, model: str, trials: int | None = None,
+def run(settings: Settings, dataset: str, model: str, task: str, trials: int | None = None,
         parallel: int | None = None) -> dict[str, Any]:
     """``tune_flow`` on a Dask cluster of ``parallel`` single-threaded worker processes.
 
@@ -75,7 +76,7 @@ def run(settings: Settings, dataset: str, model: str, trials: int | None = None,
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    width = tune.search_params(settings, dataset, trials, parallel)[1].parallel
+    width = tune.search_params(settings, task, trials, parallel).parallel
     with ExitStack() as stack:
         runner = stack.enter_context(dask_runner(width))
         if not PREFECT_API_URL.value():
@@ -89,7 +90,7 @@ def run(settings: Settings, dataset: str, model: str, trials: int | None = None,
             stack.callback(_restore_env, "PREFECT_API_URL", previous)
         return tune_flow.with_options(task_runner=runner)(
             settings=settings.for_flow(), dataset=dataset, model=model,
-            trials=trials, parallel=parallel)
+            trials=trials, parallel=parallel, task=task)
 
 
 @contextmanager

@@ -17,8 +17,9 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from medml.errors import BadInputError, CheckFailed, MedMLError, NotFoundError
-from medml.settings import Settings, load_settings
+from medml.errors import BadInputError, CheckFailed, MedMLError
+from medml.render import num
+from medml.settings import Settings, load_settings, override_task
 from medml.tracking import KNOWN_WARNINGS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -35,16 +36,6 @@ def _settings(ctx: typer.Context) -> Settings:
 
 _NPROC_HELP = ("train with DDP over N processes (torchrun: NCCL on GPUs, gloo on CPU); "
                "default: tasks.<task>.train.nproc")
-
-
-def _with_train(s: Settings, task: str, **train: Any) -> Settings:
-    """Settings with ``tasks.<task>.train`` fields overridden (the unset ones ignored)."""
-    train = {k: v for k, v in train.items() if v is not None}
-    if not train:
-        return s
-    tp = s.task(task)
-    tp = tp.model_copy(update={"train": tp.train.model_copy(update=train)})
-    return s.model_copy(update={"tasks": {**s.tasks, task: tp}})
 
 
 class _OneLineErrors(logging.Formatter):
@@ -205,11 +196,11 @@ def data_validate(ctx: typer.Context, name: str) -> None:
 
 
 # ------------------------------------------------------------------ lifecycle
-def _run_flow(s: Settings, dataset: str, model: str) -> dict[str, Any]:
+def _run_flow(s: Settings, dataset: str, model: str, task: str) -> dict[str, Any]:
     os.environ.update(s.prefect_env())
     from flows.lifecycle import lifecycle_flow
 
-    return lifecycle_flow(settings=s.for_flow(), dataset=dataset, model=model)
+    return lifecycle_flow(settings=s.for_flow(), dataset=dataset, model=model, task=task)
 
 
 def _summary(result: dict[str, Any], s: Settings) -> None:
@@ -217,7 +208,7 @@ def _summary(result: dict[str, Any], s: Settings) -> None:
     table.add_column("metric")
     table.add_column("test", justify="right")
     for k, v in sorted(result["metrics"].items()):
-        table.add_row(k, f"{v:.4f}")
+        table.add_row(k, num(v))
     out.print(table)
     d = result["decision"]
     out.print(f"gate: {'[green]passed' if d.passed else '[red]refused'}[/] "
@@ -227,16 +218,17 @@ def _summary(result: dict[str, Any], s: Settings) -> None:
               f"store {s.mlflow_uri}; browse with `medml ui`")
 
 
-def _check_task(s: Settings, task: str, dataset: str) -> None:
-    """A known task, and a dataset of that task (one line naming both otherwise)."""
-    from medml import lifecycle
+def _precheck(s: Settings, task: str, dataset: str, model: str | None) -> None:
+    """What can be checked before a flow starts (and creates any store): a known task, a
+    valid model name, a dataset that exists. The flow checks the dataset's task."""
+    from medml.lifecycle.context import find_dataset
+    from medml.registry import check_name
     from medml.tasks import get_task
 
     get_task(task)
-    found = lifecycle.open_dataset(s, dataset).meta.task
-    if found != task:
-        raise MedMLError(f"dataset {dataset!r} belongs to task {found}, not {task}; "
-                         f"run with --task {found}")
+    if model is not None:
+        check_name(model)
+    find_dataset(s, dataset)
 
 
 @app.command()
@@ -245,9 +237,10 @@ def pipeline(ctx: typer.Context, task: str = typer.Option(..., "--task"),
              model: str = typer.Option(None, "--model", help="registered model name"),
              nproc: int = typer.Option(None, "--nproc", min=1, help=_NPROC_HELP)) -> None:
     """validate -> train -> evaluate -> register -> gate, as a Prefect flow."""
-    s = _with_train(_settings(ctx), task, nproc=nproc)
-    _check_task(s, task, dataset)
-    _summary(_run_flow(s, dataset, model or f"{task}-{dataset}"), s)
+    s = _settings(ctx)
+    _precheck(s, task, dataset, model)
+    s = override_task(s, task, train={"nproc": nproc})
+    _summary(_run_flow(s, dataset, model or f"{task}-{dataset}", task), s)
 
 
 @app.command()
@@ -262,17 +255,18 @@ def tune(ctx: typer.Context, task: str = typer.Option(..., "--task"),
     """Hyperparameter search (Optuna; trials in parallel on a Prefect Dask task runner,
     each a nested MLflow run), then the best trial through evaluate -> register -> gate."""
     s = _settings(ctx)
-    _check_task(s, task, dataset)
+    _precheck(s, task, dataset, model)
     os.environ.update(s.prefect_env())
     from flows.tune import run
 
-    result = run(s, dataset, model or f"{task}-{dataset}", trials=trials, parallel=parallel)
+    result = run(s, dataset, model or f"{task}-{dataset}", task, trials=trials,
+                 parallel=parallel)
     table = Table(title=f"trials (parent MLflow run {result['parent_run_id']})")
     for col in ("trial", "val", "settings", "run"):
         table.add_column(col)
     for t in sorted(result["trials"], key=lambda t: t["number"]):
         mark = " *" if t["run_id"] == result["run_id"] else ""
-        value = ("failed" if t["error"] else "-") if t["value"] is None else f"{t['value']:.4f}"
+        value = ("failed" if t["error"] else "-") if t["value"] is None else num(t["value"])
         table.add_row(f"{t['number']}{mark}", value,
                       escape(json.dumps(t["overrides"])), t["run_id"])
     out.print(table)
@@ -284,26 +278,22 @@ def demo(ctx: typer.Context, task: str = typer.Option("imaging", "--task"),
          seed: int = 0) -> None:
     """Generate demo data, then run the whole lifecycle, embedded."""
     from medml import lifecycle
-    from medml.tasks import TASKS
+    from medml.tasks import TASKS, get_task
 
     s = _settings(ctx)
-    for name in sorted(TASKS) if task == "all" else [task]:
-        params = s.task(name)
-        demo_cfg = dict(params.demo)
-        train_over = demo_cfg.pop("train", {})
-        data_over = demo_cfg.pop("data", {})
-        gate_over = demo_cfg.pop("gate", {})
-        tp = params.model_copy(update={
-            "demo": demo_cfg,
-            "data": {**params.data, **data_over},
-            "train": params.train.model_copy(update=train_over),
-            "gate": params.gate.model_copy(update=gate_over)})
-        ds_settings = s.model_copy(update={"tasks": {**s.tasks, name: tp}})
+    names = sorted(TASKS) if task == "all" else [task]
+    for name in names:
+        get_task(name)
+    for name in names:
+        demo_cfg = dict(s.task(name).demo)
+        ds_settings = override_task(
+            s, name, train=demo_cfg.pop("train", {}), data=demo_cfg.pop("data", {}),
+            gate=demo_cfg.pop("gate", {}), demo=demo_cfg, where=f"tasks.{name}.demo")
         dataset = f"demo-{name}"
         v = lifecycle.create_dataset(ds_settings, name, dataset, seed=seed, overwrite=True)
         out.print(f"[bold]demo[/] {name}: generated {v.nfiles} files into {v.path} "
                   f"(dvc md5 {v.md5})")
-        _summary(_run_flow(ds_settings, dataset, dataset), ds_settings)
+        _summary(_run_flow(ds_settings, dataset, dataset, name), ds_settings)
 
 
 @app.command()
@@ -312,12 +302,12 @@ def train(ctx: typer.Context, dataset: str = typer.Option(..., "--dataset"),
     """Validate, train and evaluate one dataset's model (no registration)."""
     from medml import lifecycle
 
-    s = _settings(ctx)
-    s = _with_train(s, lifecycle.open_dataset(s, dataset).meta.task, nproc=nproc)
-    report = lifecycle.validate(s, dataset, check=True)
-    trained = lifecycle.train(s, dataset, validation_report=str(report.report_path))
-    ev = lifecycle.evaluate(s, dataset, trained)
-    out.print(f"run {trained.run_id}: " + ", ".join(f"{k} {v:.4f}"
+    run = lifecycle.open_run(_settings(ctx), dataset)
+    run = run.with_settings(override_task(run.settings, run.task.name, train={"nproc": nproc}))
+    report = lifecycle.validate(run, check=True)
+    trained = lifecycle.train(run, validation_report=str(report.report_path))
+    ev = lifecycle.evaluate(run, trained)
+    out.print(f"run {trained.run_id}: " + ", ".join(f"{k} {num(v)}"
                                                   for k, v in sorted(ev.metrics.items())))
 
 
@@ -327,26 +317,19 @@ def evaluate(ctx: typer.Context, model: str = typer.Argument(..., help="NAME@ali
     """Evaluate a registered model on a dataset's test split (a new MLflow run)."""
     from medml import lifecycle
 
-    ev = lifecycle.evaluate_registered(_settings(ctx), model, dataset)
-    out.print(f"run {ev.run_id}: " + ", ".join(f"{k} {v:.4f}"
+    ev = lifecycle.evaluate_registered(lifecycle.open_run(_settings(ctx), dataset), model)
+    out.print(f"run {ev.run_id}: " + ", ".join(f"{k} {num(v)}"
                                               for k, v in sorted(ev.metrics.items())))
 
 
 def _print_decision(d: Any) -> None:
+    from medml.render import check_line
+
     for c in d.checks:
         mark = "[green]pass[/]" if c["passed"] else "[red]FAIL[/]"
-        extra = c.get("detail") or {}
-        ci = (f" (difference {extra['difference']:+.4f}, {extra['level']:.0%} CI "
-              f"[{extra['ci_low']:+.4f}, {extra['ci_high']:+.4f}] vs champion)"
-              if "ci_low" in extra else "")
-        out.print(f"{mark} {escape(c['check'])}: {_num(c['value'])} {c['op']} "
-                  f"{_num(c['bound'])}{ci}")
+        out.print(f"{mark} {escape(check_line(c, ci=True))}")
     for note in d.notes:
         out.print(f"[dim]note: {escape(note)}[/]")
-
-
-def _num(v: Any) -> str:
-    return "nan" if v is None or v != v else f"{v:.4f}"
 
 
 @app.command()
@@ -372,35 +355,11 @@ def approve(ctx: typer.Context, name: str, version: str,
             reason: str = typer.Option(..., "--reason"),
             reject: bool = typer.Option(False, "--reject", help="answer no instead")) -> None:
     """Answer a lifecycle run that waits for approval of NAME VERSION."""
-    from uuid import UUID
-
-    import mlflow
-
-    from medml import tracking
-
     s = _settings(ctx)
-    tracking.configure(s)
-    try:
-        mv = mlflow.MlflowClient().get_model_version(name, version)
-    except mlflow.exceptions.MlflowException as exc:
-        raise NotFoundError(f"model {name!r} has no version {version}") from exc
-    run_id = mv.tags.get("flow_run_id")
-    if not run_id:
-        raise MedMLError(f"{name} version {version} was not registered by a lifecycle flow run; "
-                         f"promote it with `medml promote {name} --version {version}`")
     os.environ.update(s.prefect_env())
-    from prefect.exceptions import FlowPauseTimeout, NotPausedError
-    from prefect.flow_runs import resume_flow_run
+    from flows.lifecycle import answer_approval
 
-    try:
-        resume_flow_run(UUID(run_id), run_input={"approved": not reject, "by": by,
-                                                 "reason": reason})
-    except NotPausedError as exc:
-        raise MedMLError(f"flow run {run_id} of {name} version {version} is not waiting for "
-                         "approval") from exc
-    except FlowPauseTimeout as exc:
-        raise MedMLError(f"flow run {run_id} of {name} version {version} waited too long; "
-                         "it can no longer be approved") from exc
+    run_id = answer_approval(s, name, version, by=by, reason=reason, approved=not reject)
     out.print(f"{'rejected' if reject else 'approved'} {name} version {version} "
               f"(flow run {run_id})")
 
@@ -493,17 +452,12 @@ def schedule(ctx: typer.Context, name: str = typer.Argument(..., help="registere
     if not s.prefect_api_url:
         raise BadInputError("scheduling needs a Prefect server: set MEDML_PREFECT_API_URL "
                             "(the server profile)")
-    lifecycle.open_dataset(s, dataset)  # exists, clear error otherwise
+    from medml.registry import check_name
+
+    check_name(name)
+    lifecycle.open_run(s, dataset)  # exists, clear error otherwise
     os.environ.update(s.prefect_env())
-    from prefect.client.schemas.schedules import CronSchedule
-
     from flows.schedule import schedule_lifecycle
-
-    try:
-        CronSchedule(cron=cron) if cron else None
-    except ValueError:
-        raise BadInputError(f"--cron {cron!r}: not a cron expression (5 fields, e.g. "
-                            '"0 2 * * 0")') from None
 
     dep = schedule_lifecycle(s.for_flow(), dataset, name,
                              cron=cron, on_data_change=on_data_change, pool=pool)

@@ -18,19 +18,14 @@ A gate with no check configured refuses. Pure functions: no MLflow, no files.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from medml.evaluation import Score, paired_bootstrap, subgroups
+from medml.render import check_line, check_lines
 from medml.settings import GateParams
-
-Score = Callable[[pd.DataFrame], dict[str, float]]
-
-# Metrics where smaller is better (differences are flipped so that > 0 means "better").
-LOWER_IS_BETTER = frozenset({"ece", "wer", "cer", "loss", "brier"})
 
 
 @dataclass
@@ -43,11 +38,30 @@ class Check:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
-        return f"{self.check}: {_fmt(self.value)} {self.op} {_fmt(self.bound)}"
+        return check_line(asdict(self))
 
 
-def _fmt(v: float) -> str:
-    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+@dataclass
+class GateDecision:
+    """One run of the gate on a registered version, as recorded in the tracking store
+    (``gate/decision-<id>.json`` and the version's ``gate.*`` tags)."""
+
+    model: str
+    version: str
+    passed: bool
+    checks: list[dict]  # checks_as_dicts
+    decided_at: str
+    decision_id: str = ""
+    champion_version: str | None = None  # the champion it was compared with, if any
+    dataset: str = ""
+    data_md5: str = ""
+    notes: list[str] = field(default_factory=list)
+    approval: dict | None = None
+    task: str = ""
+
+    def reasons(self) -> str:
+        """The failed checks as one line (all of them when none failed)."""
+        return check_lines(self.checks, marks=False, only_failed=True)
 
 
 def _compare(name: str, value: float, op: str, bound: float, **detail: Any) -> Check:
@@ -55,36 +69,6 @@ def _compare(name: str, value: float, op: str, bound: float, **detail: Any) -> C
         value >= bound if op == ">=" else value <= bound)
     return Check(name, float(value) if value is not None else float("nan"), op, float(bound),
                  bool(ok), detail)
-
-
-def paired_bootstrap(cand: pd.DataFrame, champ: pd.DataFrame, groups: pd.Series, score: Score,
-                     metric: str, n: int = 500, seed: int = 0, level: float = 0.95
-                     ) -> tuple[float, float, float]:
-    """Point estimate and percentile CI of score(cand) - score(champ) for ``metric`` (sign
-    flipped for lower-is-better metrics), resampling whole groups with replacement; the two
-    prediction tables are row-aligned (same examples, same order)."""
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-
-    def diff(rows: np.ndarray | None) -> float:
-        a = cand if rows is None else cand.iloc[rows]
-        b = champ if rows is None else champ.iloc[rows]
-        return sign * (score(a).get(metric, np.nan) - score(b).get(metric, np.nan))
-
-    g = groups.fillna(cand["id"]).to_numpy()
-    uniq, inverse = np.unique(g, return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(len(uniq))]
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n):
-        rows = np.concatenate([members[k] for k in rng.integers(0, len(uniq), len(uniq))])
-        v = diff(rows)
-        if np.isfinite(v):
-            vals.append(v)
-    point = diff(None)
-    if not vals:
-        return point, float("nan"), float("nan")
-    a = (1 - level) / 2
-    return point, float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
 
 
 def judge(gate: GateParams, score: Score, cand: pd.DataFrame, manifest: pd.DataFrame, *,
@@ -127,26 +111,6 @@ def judge(gate: GateParams, score: Score, cand: pd.DataFrame, manifest: pd.DataF
                 checks.append(_compare(f"subgroup_floor:{m}[{col}={value}]",
                                        sub.get(m, float("nan")), ">=", bound, n=len(part)))
     return checks, notes
-
-
-def subgroups(pred: pd.DataFrame, manifest: pd.DataFrame, columns: tuple[str, ...] | list[str]
-              ) -> Iterator[tuple[str, Any, pd.DataFrame]]:
-    """``(column, value, predictions)`` for every filled-in value of each of the manifest's
-    ``columns`` (those it has), in column then value order: the subgroups the gate judges
-    and the evaluation tables report."""
-    cols = [c for c in columns if c in manifest.columns]
-    merged = pred.merge(manifest[["id", *cols]].rename(columns=lambda c: f"__{c}"),
-                        left_on="id", right_on="__id", how="left")
-    for col in cols:
-        for value, part in merged.dropna(subset=[f"__{col}"]).groupby(f"__{col}"):
-            yield col, value, part[list(pred.columns)]
-
-
-def subgroup_table(pred: pd.DataFrame, manifest: pd.DataFrame, columns: tuple[str, ...],
-                   score: Score) -> pd.DataFrame:
-    """One row per subgroup: ``attribute``, ``value``, ``n`` and ``score``'s metrics."""
-    return pd.DataFrame([{"attribute": col, "value": value, "n": len(part), **score(part)}
-                         for col, value, part in subgroups(pred, manifest, columns)])
 
 
 def checks_as_dicts(checks: list[Check]) -> list[dict]:

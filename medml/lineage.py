@@ -5,7 +5,8 @@ environment -> DVC data version and content hash -> validation result -> metrics
 and per subgroup -> gate decisions (every decision on the model, failed ones included) ->
 alias history -> deployments. ``render`` writes it as JSON, Markdown or a self-contained
 HTML page. ``verify`` recomputes the dataset's DVC content hash and the model artifact's
-hash and names whatever changed since registration.
+hash and names whatever changed since registration (the dataset through DVC's API, see
+``medml.data.versioning``).
 
 The model artifact hash is recorded at registration by ``record_model_files``: version tag
 ``model_sha256`` (sha256 over one line per file of ``models:/NAME/V``, sorted by relative
@@ -15,9 +16,7 @@ listing ``model_files.json``.
 
 from __future__ import annotations
 
-import configparser
 import hashlib
-import html
 import json
 import math
 import tempfile
@@ -28,6 +27,8 @@ from typing import Any
 import yaml
 
 from medml import registry
+from medml import render as rd
+from medml.data import versioning
 from medml.errors import BadInputError
 
 FORMATS = ("json", "md", "html")
@@ -97,59 +98,6 @@ def record_model_files(settings: Any, name: str, version: str | int) -> dict:
     return listing
 
 
-def dvc_dir_listing(root: str | Path) -> dict[str, str]:
-    """``{relative posix path: md5}`` of a directory, as DVC hashes it (DVC 3, ``md5``)."""
-    root = Path(root)
-    out = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h = hashlib.md5(usedforsecurity=False)
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        out[path.relative_to(root).as_posix()] = h.hexdigest()
-    return out
-
-
-def dvc_dir_md5(listing: dict[str, str]) -> str:
-    """DVC's directory hash of a listing: md5 of its sorted ``.dir`` JSON (no ``.dir``)."""
-    entries = [{"md5": listing[rel], "relpath": rel} for rel in sorted(listing)]
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode(),
-                       usedforsecurity=False).hexdigest()
-
-
-def _cache_dirs(settings: Any) -> list[Path]:
-    ws = Path(settings.workspace).resolve()
-    dirs = []
-    for conf in (ws / ".dvc" / "config.local", ws / ".dvc" / "config"):
-        if conf.is_file():
-            parser = configparser.ConfigParser(strict=False, interpolation=None)
-            try:
-                parser.read(conf)
-                if parser.has_option("cache", "dir"):
-                    dirs.append((conf.parent / parser.get("cache", "dir")).resolve())
-            except configparser.Error:
-                pass
-    dirs.append(ws / ".dvc" / "cache")
-    remote = Path(str(settings.remote_url))
-    if "://" not in str(settings.remote_url):
-        dirs.append(remote if remote.is_absolute() else ws / remote)
-    return dirs
-
-
-def registered_dvc_listing(settings: Any, md5: str) -> dict[str, str] | None:
-    """The ``.dir`` listing of DVC hash ``md5`` from the local cache or a local remote."""
-    md5 = md5.removesuffix(".dir")
-    for base in _cache_dirs(settings):
-        for path in (base / "files" / "md5" / md5[:2] / f"{md5[2:]}.dir",
-                     base / md5[:2] / f"{md5[2:]}.dir"):
-            if path.is_file():
-                try:
-                    return {e["relpath"]: e["md5"] for e in json.loads(path.read_text())}
-                except (ValueError, KeyError, TypeError):
-                    continue
-    return None
-
-
 # ------------------------------------------------------------------ verify
 def verify(settings: Any, model_ref: str) -> list[str]:
     """Recompute the dataset's and the model artifact's hashes of a registered version;
@@ -165,15 +113,14 @@ def verify_data(settings: Any, dataset: str, registered: str) -> list[str]:
     if not dataset or not registered:
         return ["data: the version records no dataset or no dvc_data_hash; cannot verify"]
     registered = registered.removesuffix(".dir")
-    path = Path(settings.data_dir) / dataset
+    workspace, path = Path(settings.workspace), Path(settings.data_dir) / dataset
     if not path.is_dir():
         return [f"data: dataset directory {path} is missing"]
-    listing = dvc_dir_listing(path)
-    now = dvc_dir_md5(listing)
+    now, listing = versioning.dir_hash(workspace, path)
     if now == registered:
         return []
     problems: list[str] = []  # the files first, then the hashes
-    ref = registered_dvc_listing(settings, registered)
+    ref = versioning.registered_listing(workspace, registered)
     if ref is not None:
         problems += [f"data: {dataset}/{rel} changed" for rel in sorted(ref)
                      if rel in listing and listing[rel] != ref[rel]]
@@ -188,9 +135,7 @@ def verify_data(settings: Any, dataset: str, registered: str) -> list[str]:
                             "(manifest.csv, dataset.json or an extra file)")
     problems.append(f"data: dataset {dataset!r} content hash is {now}, registered {registered}")
     try:
-        from medml.data.versioning import data_version
-
-        tracked = data_version(Path(settings.workspace), path).md5
+        tracked = versioning.data_version(workspace, path).md5
         if tracked != registered:
             problems.append(f"data: DVC now tracks {dataset!r} at {tracked} (re-versioned "
                             "since this model was registered)")
@@ -240,7 +185,7 @@ def verify_model(settings: Any, mv) -> list[str]:
     if now == recorded:
         return []
     summary = f"model: {label} artifact hash is {now}, recorded {recorded}"
-    listing = _run_json(client, mv.run_id, MODEL_FILES) if mv.run_id else None
+    listing = run_json(client, mv.run_id, MODEL_FILES) if mv.run_id else None
     ref = (listing or {}).get("files")
     if not isinstance(ref, dict) or combined_hash(ref) != recorded:
         return [summary, f"model: no trustworthy per-file listing ({MODEL_FILES}) to name "
@@ -271,7 +216,8 @@ def _run_text(client, run_id: str | None, path: str) -> str | None:
         return None
 
 
-def _run_json(client, run_id: str | None, path: str) -> Any:
+def run_json(client, run_id: str | None, path: str) -> Any:
+    """The JSON artifact ``path`` of run ``run_id``, or None when absent or not JSON."""
     text = _run_text(client, run_id, path)
     try:
         return json.loads(text) if text is not None else None
@@ -288,8 +234,9 @@ def _list(client, run_id: str | None, path: str) -> list[str]:
         return []
 
 
-def _table_rows(table: Any) -> list[dict]:
-    """``mlflow.log_table`` JSON ({"columns", "data"}) as a list of rows."""
+def table_rows(table: Any) -> list[dict]:
+    """``mlflow.log_table`` JSON ({"columns", "data"}) as a list of rows (a list as is,
+    anything else as no row)."""
     if isinstance(table, dict) and "columns" in table and "data" in table:
         return [dict(zip(table["columns"], row, strict=False)) for row in table["data"]]
     return table if isinstance(table, list) else []
@@ -330,7 +277,7 @@ def gate_decisions(settings: Any, name: str) -> list[dict]:
         for path in _list(client, mv.run_id, "gate"):
             if not (Path(path).name.startswith("decision-") and path.endswith(".json")):
                 continue
-            d = _run_json(client, mv.run_id, path)
+            d = run_json(client, mv.run_id, path)
             if isinstance(d, dict) and d.get("model", name) == name:
                 d.setdefault("version", str(mv.version))
                 d["source"] = f"runs:/{mv.run_id}/{path}"
@@ -401,12 +348,12 @@ def collect(settings: Any, model_ref: str) -> dict:
     tables = {}
     for path in _list(client, mv.run_id, "eval"):
         if path.endswith(".json") and "prediction" not in Path(path).name:
-            tables[Path(path).name] = _table_rows(_run_json(client, mv.run_id, path))
+            tables[Path(path).name] = table_rows(run_json(client, mv.run_id, path))
 
-    version_json = _run_json(client, mv.run_id, "data/version.json") or {}
-    meta_json = _run_json(client, mv.run_id, "data/dataset.json") or {}
+    version_json = run_json(client, mv.run_id, "data/version.json") or {}
+    meta_json = run_json(client, mv.run_id, "data/dataset.json") or {}
     extra = meta_json.get("extra") or {}
-    vreport = _run_json(client, mv.run_id, "validation/validation.json")
+    vreport = run_json(client, mv.run_id, "validation/validation.json")
     if isinstance(vreport, dict):
         med = vreport.get("medml", {})
         stats = vreport.get("statistics", {})
@@ -498,27 +445,6 @@ def _clean(x: Any) -> Any:
 
 
 # ------------------------------------------------------------------ render
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    if isinstance(v, dict | list):
-        return json.dumps(v, default=str)
-    return str(v)
-
-
-def _checks(d: dict) -> str:
-    checks = d.get("checks") or []
-    if not checks:
-        return d.get("failed_checks", "") or d.get("raw", "no check")
-    return "; ".join(f"{'pass' if c.get('passed') else 'FAIL'} {c.get('check')}: "
-                     f"{_fmt(c.get('value'))} {c.get('op', '')} {_fmt(c.get('bound'))}"
-                     for c in checks)
-
-
 def _sections(data: dict) -> list[tuple[str, list[tuple]]]:
     """The report as sections of blocks: ("kv", pairs), ("table", header, rows),
     ("list", items), ("pre", text)."""
@@ -563,18 +489,18 @@ def _sections(data: dict) -> list[tuple[str, list[tuple]]]:
         vblocks.append(("list", [f"ACCEPTED {x}" for x in v["accepted"]]))
     secs.append(("Data", vblocks))
     mblocks: list[tuple] = [("table", ["metric", "test", "95% CI"], [
-        [k, _fmt(x["value"]), f"[{_fmt(x['ci_low'])}, {_fmt(x['ci_high'])}]"
+        [k, x["value"], f"[{rd.num(x['ci_low'])}, {rd.num(x['ci_high'])}]"
          if x["ci_low"] is not None else ""] for k, x in met["test"].items()])]
     if met["subgroups"]:
         cols = list(met["subgroups"][0])
-        mblocks.append(("table", cols, [[_fmt(row.get(k)) for k in cols]
+        mblocks.append(("table", cols, [[row.get(k) for k in cols]
                                         for row in met["subgroups"]]))
     secs.append(("Metrics", mblocks))
     secs.append(("Gate decisions", [("table", ["decided at", "version", "result", "champion",
                                                "checks", "approval", "decision"], [
         [g.get("decided_at"), g.get("version"), "passed" if g.get("passed") else "refused",
-         g.get("champion_version"), _checks(g),
-         _fmt(g.get("approval")) if g.get("approval") else "", g.get("decision_id")]
+         g.get("champion_version"), rd.decision_checks(g), g.get("approval") or "",
+         g.get("decision_id")]
         for g in data["gate_decisions"]])]))
     secs.append(("Alias history", [("table", ["#", "at", "alias", "from", "to", "who", "why",
                                               "decision"], [
@@ -588,10 +514,6 @@ def _sections(data: dict) -> list[tuple[str, list[tuple]]]:
     return secs
 
 
-def _md_cell(v: Any) -> str:
-    return _fmt(v).replace("|", "\\|").replace("\n", " ")
-
-
 def _md(data: dict) -> str:
     m = data["model"]
     lines = [f"# Lineage: {m['name']} version {m['version']}", "",
@@ -601,17 +523,11 @@ def _md(data: dict) -> str:
         for block in blocks:
             kind = block[0]
             if kind == "kv":
-                lines += [f"- **{k}**: {_md_cell(x)}" for k, x in block[1] if x not in (None, "")]
+                lines += rd.md_kv(block[1])
             elif kind == "table":
-                if not block[2]:
-                    lines.append("_none_")
-                else:
-                    lines += ["| " + " | ".join(block[1]) + " |",
-                              "|" + "---|" * len(block[1])]
-                    lines += ["| " + " | ".join(_md_cell(x) for x in row) + " |"
-                              for row in block[2]]
+                lines += rd.md_table(block[1], block[2])
             elif kind == "list":
-                lines += [f"- {_md_cell(x)}" for x in block[1]]
+                lines += rd.md_list(block[1])
             elif kind == "pre":  # a Markdown document of its own: demote its headings
                 lines += [("##" + ln) if ln.startswith("#") else ln
                           for ln in block[1].splitlines()]
@@ -629,7 +545,7 @@ white-space:pre-wrap}.none{color:#888}"""
 
 
 def _html(data: dict) -> str:
-    esc = html.escape
+    esc = rd.html_text
     m = data["model"]
     title = f"Lineage: {m['name']} version {m['version']}"
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -642,21 +558,11 @@ def _html(data: dict) -> str:
         for block in blocks:
             kind = block[0]
             if kind == "kv":
-                parts.append("<dl>" + "".join(
-                    f"<dt>{esc(k)}</dt><dd>{esc(_fmt(x))}</dd>"
-                    for k, x in block[1] if x not in (None, "")) + "</dl>")
+                parts.append(rd.html_kv(block[1]))
             elif kind == "table":
-                if not block[2]:
-                    parts.append('<p class="none">none</p>')
-                    continue
-                head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
-                body = "".join("<tr>" + "".join(f"<td>{esc(_fmt(x))}</td>" for x in row)
-                               + "</tr>" for row in block[2])
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-                             "</table>")
+                parts.append(rd.html_table(block[1], block[2]))
             elif kind == "list":
-                parts.append("<ul>" + "".join(f"<li>{esc(_fmt(x))}</li>" for x in block[1])
-                             + "</ul>")
+                parts.append(rd.html_list(block[1]))
             elif kind == "pre":
                 parts.append(f"<pre>{esc(block[1])}</pre>")
         parts.append("</section>")

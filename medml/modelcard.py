@@ -9,39 +9,33 @@ workspace's dataset; nothing is computed again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medml import lineage, registry
+from medml import render as rd
+from medml.errors import MedMLError
+
+if TYPE_CHECKING:
+    from medml.tasks.base import Task
 
 CARD = lineage.MODEL_CARD
-
-# What each task's model is for (the dataset's ``extra.description`` is added when given).
-TASK_USE = {
-    "imaging": "classifies one medical image into {classes}",
-    "nlp": "finds clinical entities (diseases, drugs, procedures...) in free-text notes, as "
-           "labelled character spans (named-entity recognition)",
-    "speech": "transcribes medical dictation (WAV audio) into text",
-}
 SMALL_DATASET = 1000  # examples: below this, the card says the evidence is thin
+DIGITS = 3  # decimals of the card's metrics
+NONE = "_none recorded_"
 
 
-def _n(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return "n/a" if v != v else f"{v:.3f}"
-    return str(v)
+def _table(header: list[Any], rows: list[list[Any]]) -> list[str]:
+    return rd.md_table(header, rows, empty=NONE, digits=DIGITS)
 
 
-def _cell(v: Any) -> str:
-    return _n(v).replace("|", "\\|").replace("\n", " ")
+def _plugin(task: str) -> Task | None:
+    """The task plug-in, or None for a task this install does not know."""
+    from medml.tasks import get_task
 
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    if not rows:
-        return ["_none recorded_"]
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(_cell(x) for x in row) + " |" for row in rows])
+    try:
+        return get_task(task)
+    except MedMLError:
+        return None
 
 
 def _dataset(settings: Any, name: str):
@@ -61,9 +55,10 @@ def _dataset(settings: Any, name: str):
     return manifest, meta, tracked
 
 
-def render(settings: Any, name: str, version: str | int) -> str:
+def render(settings: Any, name: str, version: str | int, opened: Any = None) -> str:
     """The model card of ``name`` version ``version`` (Markdown). ``settings``: the
-    Settings (the dataset is read from its workspace)."""
+    Settings; the dataset is read from its workspace unless ``opened`` (a lifecycle
+    ``RunContext`` of the version's dataset) already holds it."""
     client = registry.client_for(settings)
     mv = client.get_model_version(name, str(version))
     run = client.get_run(mv.run_id) if mv.run_id else None
@@ -73,7 +68,11 @@ def render(settings: Any, name: str, version: str | int) -> str:
     dataset = mv.tags.get("dataset") or rtags.get("medml.dataset", "")
     registered = (mv.tags.get("dvc_data_hash") or rtags.get("medml.data_md5", "")
                   ).removesuffix(".dir")
-    manifest, meta, tracked = _dataset(settings, dataset) if dataset else (None, None, None)
+    if opened is not None and opened.dataset == dataset:
+        manifest, meta, tracked = opened.manifest(), opened.meta, opened.data_md5
+    else:
+        manifest, meta, tracked = (_dataset(settings, dataset) if dataset
+                                   else (None, None, None))
     classes = list(meta.classes) if meta else []
     limitations: list[str] = []
 
@@ -81,7 +80,8 @@ def render(settings: Any, name: str, version: str | int) -> str:
              f"Task `{task}`; trained on dataset `{dataset}` (DVC md5 `{registered}`) in MLflow "
              f"run `{mv.run_id}`, code at git commit `{mv.tags.get('git_commit') or 'unknown'}`.",
              "", "## Intended use", ""]
-    use = TASK_USE.get(task, f"a {task} model").format(
+    plugin = _plugin(task)
+    use = (plugin.intended_use if plugin else f"a {task} model").format(
         classes=", ".join(classes) if classes else "its classes")
     lines.append(f"This model {use}. It is meant for research and for evaluating a "
                  "decision-support workflow under clinical supervision: a clinician reviews "
@@ -145,11 +145,11 @@ def render(settings: Any, name: str, version: str | int) -> str:
         if k.startswith("test_") and not k.endswith(("_ci_low", "_ci_high")):
             lo, hi = metrics.get(f"{k}_ci_low"), metrics.get(f"{k}_ci_high")
             rows.append([k.removeprefix("test_"), metrics[k],
-                         f"[{_n(lo)}, {_n(hi)}]" if lo is not None else ""])
-    lines += _table(["metric", "value", f"95% CI (bootstrap by {_group_name(task)})"], rows)
+                         f"[{rd.num(lo, DIGITS)}, {rd.num(hi, DIGITS)}]" if lo is not None else ""])
+    lines += _table(["metric", "value", f"95% CI (bootstrap by {_group_name(plugin)})"], rows)
 
     lines += ["", "## Subgroups", ""]
-    sub = lineage._table_rows(lineage._run_json(client, mv.run_id, "eval/subgroups.json"))
+    sub = lineage.table_rows(lineage.run_json(client, mv.run_id, "eval/subgroups.json"))
     if sub:
         cols = list(sub[0])
         lines += _table(cols, [[r.get(c) for c in cols] for r in sub])
@@ -159,7 +159,7 @@ def render(settings: Any, name: str, version: str | int) -> str:
             limitations.append("subgroups with fewer than 30 test examples: "
                                + ", ".join(small[:8]) + ("..." if len(small) > 8 else ""))
     else:
-        lines.append("_none recorded_")
+        lines.append(NONE)
 
     lines += ["", "## Gate decision", ""]
     mine = [d for d in lineage.gate_decisions(client, name)
@@ -171,7 +171,7 @@ def render(settings: Any, name: str, version: str | int) -> str:
         d = mine[-1]
         lines.append(f"{'Passed' if d.get('passed') else 'Refused'} at {d.get('decided_at')} "
                      f"(decision `{d.get('decision_id')}`, compared with champion "
-                     f"{d.get('champion_version') or 'none'}): {lineage._checks(d)}.")
+                     f"{d.get('champion_version') or 'none'}): {rd.decision_checks(d)}.")
 
     limitations.append("not validated prospectively, nor on an external site")
     if "test_ece" in metrics:
@@ -181,22 +181,17 @@ def render(settings: Any, name: str, version: str | int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _group_name(task: str) -> str:
+def _group_name(plugin: Task | None) -> str:
     """What the task's bootstrap resamples together: "patient", "document", "speaker"."""
-    from medml.errors import MedMLError
-    from medml.tasks import get_task
-
-    try:
-        column = get_task(task).group_column
-    except MedMLError:
-        column = "patient_id"
+    column = plugin.group_column if plugin else "patient_id"
     return column.removesuffix("_id").replace("_", " ")
 
 
-def log(settings: Any, name: str, version: str | int) -> str:
-    """Render the card and log it as ``model_card.md`` in the version's run; returns it."""
+def log(settings: Any, name: str, version: str | int, opened: Any = None) -> str:
+    """Render the card (``opened``: see ``render``) and log it as ``model_card.md`` in the
+    version's run; returns it."""
     client = registry.client_for(settings)
     mv = client.get_model_version(name, str(version))
-    card = render(settings, name, version)
+    card = render(settings, name, version, opened)
     client.log_text(mv.run_id, card, CARD)
     return card

@@ -20,6 +20,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,18 @@ log = logging.getLogger("medml.registry")
 PREFIX = "medml.alias_history."
 ALIASES = ("champion", "challenger")
 MAX_VALUE = 4800  # registered-model tag values are VARCHAR(5000) in MLflow's SQL stores
+
+
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def check_name(name: str) -> str:
+    """A registered model name: letters, digits, '.', '-' and '_', starting with a letter
+    or digit, at most 200 characters; BadInputError otherwise."""
+    if not isinstance(name, str) or not NAME_RULE.fullmatch(name):
+        raise BadInputError(f"model name {name!r}: use letters, digits, '.', '-' and '_' "
+                            "(starting with a letter or digit, at most 200 characters)")
+    return name
 
 
 def parse_ref(model_ref: str) -> tuple[str, str | None, str | None]:
@@ -58,24 +71,76 @@ def client_for(settings: Any):
         return settings
     from medml import tracking
 
-    tracking.configure(settings)
+    tracking.point(settings)
     return mlflow.MlflowClient(settings.mlflow_uri, settings.mlflow_uri)
 
 
 def resolve(settings: Any, model_ref: str):
     """The ``ModelVersion`` a reference (``NAME@alias``, ``NAME/V``, ``NAME``) names."""
+    client = client_for(settings)
+    name, alias, version = parse_ref(model_ref)
+    if alias is None:
+        return _version(client, name, version)
+    _model(client, name)
+    return alias_target(client, name, alias, required=True)
+
+
+def version(settings: Any, name: str, version: str | int | None = None):
+    """Version ``version`` of model ``name`` (the latest when None); NotFoundError naming
+    what is missing."""
+    client = client_for(settings)
+    if version is not None:
+        _model(client, name)
+        return _version(client, name, str(version))
+    import mlflow
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except mlflow.exceptions.MlflowException as exc:
+        raise NotFoundError(f"model {name!r} is not registered") from exc
+    if not versions:
+        _model(client, name)
+        raise NotFoundError(f"model {name!r} has no registered version")
+    return max(versions, key=lambda v: int(v.version))
+
+
+def _version(client, name: str, version: str):
+    import mlflow
+
+    try:
+        return client.get_model_version(name, version)
+    except mlflow.exceptions.MlflowException as exc:
+        raise NotFoundError(f"model {name!r} has no version {version}") from exc
+
+
+def alias_target(settings: Any, name: str, alias: str, *, required: bool = False):
+    """The version ``name@alias`` points at; None (or NotFoundError if ``required``)
+    when the alias is not set."""
     import mlflow
 
     client = client_for(settings)
-    name, alias, version = parse_ref(model_ref)
-    _model(client, name)
     try:
-        if alias is not None:
-            return client.get_model_version_by_alias(name, alias)
-        return client.get_model_version(name, version)
+        return client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as exc:
-        what = f"alias {alias!r}" if alias is not None else f"version {version}"
-        raise NotFoundError(f"model {name!r} has no {what}") from exc
+        if required:
+            raise NotFoundError(f"model {name!r} has no alias {alias!r}") from exc
+        return None
+
+
+def champion(settings: Any, name: str):
+    """The version ``name@champion`` points at, or None."""
+    return alias_target(settings, name, "champion")
+
+
+def exists(settings: Any, name: str) -> bool:
+    """Whether model ``name`` is registered."""
+    import mlflow
+
+    try:
+        client_for(settings).get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
 
 
 def default_who() -> str:
@@ -144,14 +209,10 @@ def set_alias(settings: Any, name: str, alias: str, version: str | int, *,
               action: str = "set") -> dict:
     """Point ``name@alias`` at ``version`` and append the move to the history (both or
     neither: when the history cannot be written the alias is put back). Returns the event."""
-    import mlflow
 
     client = client_for(settings)
     model = _model(client, name)
-    try:
-        client.get_model_version(name, str(version))
-    except mlflow.exceptions.MlflowException as exc:
-        raise NotFoundError(f"model {name!r} has no version {version}") from exc
+    _version(client, name, str(version))
     current = (model.aliases or {}).get(alias)
     event = {"seq": 0, "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
              "who": (who or default_who())[:200], "alias": alias,

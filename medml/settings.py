@@ -176,6 +176,47 @@ class Settings(BaseSettings):
         return env
 
 
+def override_task(settings: Settings, task: str, *, train: dict[str, Any] | None = None,
+                  data: dict[str, Any] | None = None, gate: dict[str, Any] | None = None,
+                  demo: dict[str, Any] | None = None, where: str | None = None) -> Settings:
+    """``settings`` with ``tasks.<task>`` changed, validated like params.yaml: ``train`` and
+    ``gate`` keys replace those fields (``model_args.<name>`` goes into the model's
+    constructor arguments; None values are ignored), ``data`` is merged into the task's
+    preprocessing settings, ``demo`` replaces its demo-data settings. The one way the CLI,
+    the demo and tune change settings; ``where`` names the source of the overrides in
+    errors (default ``tasks.<task>.train``)."""
+    tp = settings.task(task)
+    train_d = tp.train.model_dump()
+    for key, value in (train or {}).items():
+        if value is None:
+            continue
+        if key.startswith("model_args."):
+            train_d["model_args"] = {**train_d["model_args"], key.split(".", 1)[1]: value}
+        elif key in TrainParams.model_fields:
+            train_d[key] = value
+        else:
+            raise BadInputError(f"{where or f'tasks.{task}.train'}.{key}: not a train setting; "
+                                f"use one of {', '.join(TrainParams.model_fields)} "
+                                "or model_args.<name>")
+    gate_d = tp.gate.model_dump()
+    for key, value in (gate or {}).items():
+        if key not in GateParams.model_fields:
+            raise BadInputError(f"{where or f'tasks.{task}.gate'}.{key}: not a gate setting; "
+                                f"use one of {', '.join(GateParams.model_fields)}")
+        gate_d[key] = value
+    raw = {**tp.model_dump(), "train": train_d, "gate": gate_d,
+           "data": {**tp.data, **(data or {})},
+           "demo": tp.demo if demo is None else demo}
+    try:
+        tp = TaskParams(**raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise BadInputError(f"{where or f'tasks.{task}'}: setting '{loc}': {err['msg']}"
+                            ) from exc
+    return settings.model_copy(update={"tasks": {**settings.tasks, task: tp}})
+
+
 def load_settings(params_file: Path | str | None = None, **overrides: Any) -> Settings:
     """Read ``params.yaml`` (default: ``$MEDML_PARAMS`` or ``./params.yaml`` if present),
     apply environment and keyword overrides, and validate."""

@@ -1,6 +1,6 @@
 """MLflow wiring: where the tracking store is, and the experiment's artifact location.
 
-Called at the start of each lifecycle step (never at import time)."""
+Called when a run context is opened or a command starts (never at import time)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from medml.settings import Settings
 log = logging.getLogger("medml.tracking")
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at the settings' store; create the experiment if needed. Returns its id."""
+def point(settings: Settings) -> None:
+    """Point MLflow (tracking and registry) at the settings' store, in this process."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -28,6 +28,13 @@ def configure(settings: Settings) -> str:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_registry_uri(settings.mlflow_uri)
+
+
+def configure(settings: Settings) -> str:
+    """``point``, then create the experiment if needed. Returns its id."""
+    import mlflow
+
+    point(settings)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(settings.experiment)
     if exp is not None:

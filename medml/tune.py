@@ -5,9 +5,10 @@ to evaluation, registration and the gate. The test split is only seen by the win
 This module is the library side (no Prefect): ``flows/tune.py`` runs the trials of each
 batch in parallel on a Dask task runner, and the CLI (``medml tune``) starts that flow.
 
-    study = open_study(settings, dataset)            # parent run, sampler, space
+    ctx = lifecycle.open_run(settings, dataset)      # the dataset, opened once
+    study = open_study(ctx)                           # parent run, sampler, space
     asked = study.ask(n)                              # n trials' settings overrides
-    results = [run_trial(settings, dataset, study.parent_run_id, t) for t in asked]
+    results = [run_trial(ctx, study.parent_run_id, t) for t in asked]
     study.tell(results); best = study.best()
     study.finish(best)                                # table, best params, clean-up
 """
@@ -20,10 +21,13 @@ import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medml.errors import BadInputError, TrainingDiverged
 from medml.settings import Settings, TuneParams
+
+if TYPE_CHECKING:
+    from medml.lifecycle import RunContext
 
 log = logging.getLogger("medml.tune")
 
@@ -81,35 +85,23 @@ def apply_overrides(settings: Settings, task: str, overrides: dict[str, Any],
                     threads: int | None = None) -> Settings:
     """``settings`` with ``tasks.<task>.train`` keys replaced (``model_args.<name>`` goes
     into the constructor arguments)."""
-    from medml.settings import TrainParams
+    from medml.settings import override_task
 
-    tp = settings.task(task)
-    train = tp.train.model_dump()
-    for key, value in overrides.items():
-        if key.startswith("model_args."):
-            train["model_args"] = {**train["model_args"], key.split(".", 1)[1]: value}
-        elif key in TrainParams.model_fields:
-            train[key] = value
-        else:
-            raise BadInputError(f"tune.space.{key}: not a train setting; use one of "
-                                f"{', '.join(TrainParams.model_fields)} or model_args.<name>")
-    if threads is not None:
-        train["threads"] = threads
-    tp = tp.model_copy(update={"train": TrainParams(**train)})
-    return settings.model_copy(update={"tasks": {**settings.tasks, task: tp}})
+    return override_task(settings, task, train={**overrides, "threads": threads},
+                         where="tune.space")
 
 
 class Study:
     """An Optuna study of one dataset's training, recorded in a parent MLflow run."""
 
-    def __init__(self, settings: Settings, dataset: str, task: Any, params: TuneParams,
-                 parent_run_id: str) -> None:
+    def __init__(self, ctx: RunContext, params: TuneParams, parent_run_id: str) -> None:
         import optuna
 
-        self.settings, self.dataset, self.task, self.params = settings, dataset, task, params
-        self.parent_run_id = parent_run_id
+        self.ctx, self.params, self.parent_run_id = ctx, params, parent_run_id
+        self.settings, self.dataset, self.task = ctx.settings, ctx.dataset, ctx.task
+        task, dataset = ctx.task, ctx.dataset
         self.distributions = _distributions(params.space)
-        seed = settings.task(task.name).train.seed
+        seed = ctx.params.train.seed
         grid: list[dict] = []
         if params.sampler == "grid":
             if not all(isinstance(v, list) and v for v in params.space.values()):
@@ -177,9 +169,7 @@ class Study:
         import mlflow
         import pandas as pd
 
-        from medml import tracking
-
-        tracking.configure(self.settings)
+        self.ctx.client()
         monitor = f"val_{self.task.monitor}"
         table = pd.DataFrame([{"trial": r.number, "run_id": r.run_id, monitor: r.value,
                                "pid": r.pid, "error": r.error or "",
@@ -209,63 +199,55 @@ class Study:
         client.set_terminated(self.parent_run_id)
 
 
-def search_params(settings: Settings, dataset: str, trials: int | None = None,
-                  parallel: int | None = None) -> tuple[Any, TuneParams]:
-    """The dataset's task and its ``tune`` settings with the command's overrides."""
-    from medml.lifecycle import open_dataset
-    from medml.tasks import get_task
-
-    task = get_task(open_dataset(settings, dataset).meta.task)
-    params = settings.task(task.name).tune
-    return task, params.model_copy(update={k: v for k, v in
-                                           {"trials": trials, "parallel": parallel}.items()
-                                           if v is not None})
+def search_params(settings: Settings, task: str, trials: int | None = None,
+                  parallel: int | None = None) -> TuneParams:
+    """Task ``task``'s ``tune`` settings with the command's overrides."""
+    params = settings.task(task).tune
+    return params.model_copy(update={k: v for k, v in
+                                     {"trials": trials, "parallel": parallel}.items()
+                                     if v is not None})
 
 
-def open_study(settings: Settings, dataset: str, *, trials: int | None = None,
-               parallel: int | None = None) -> Study:
-    """A study of dataset ``dataset`` with its parent MLflow run (tags name the dataset
-    and its DVC version; params the search)."""
+def open_study(ctx: RunContext, *, trials: int | None = None, parallel: int | None = None) -> Study:
+    """A study of the run context's dataset with its parent MLflow run (tags name the
+    dataset and its DVC version; params the search)."""
     import mlflow
 
     from medml import tracking
-    from medml.lifecycle import open_dataset
 
-    ds = open_dataset(settings, dataset)
-    task, params = search_params(settings, dataset, trials, parallel)
+    task, dataset = ctx.task, ctx.dataset
+    params = search_params(ctx.settings, task.name, trials, parallel)
     if not params.space:
         raise BadInputError(f"tasks.{task.name}.tune.space is empty; name the train settings "
                             "to search in params.yaml")
     _distributions(params.space)  # a bad space fails before any run exists
-    exp_id = tracking.configure(settings)
-    client = mlflow.MlflowClient()
-    run = client.create_run(exp_id, run_name=f"tune-{dataset}", tags={
-        "medml.task": task.name, "medml.dataset": dataset, "medml.data_md5": ds.version.md5,
+    ctx = ctx.tracked()
+    client = ctx.client()
+    run = client.create_run(ctx.experiment_id, run_name=f"tune-{dataset}", tags={
+        "medml.task": task.name, "medml.dataset": dataset, "medml.data_md5": ctx.data_md5,
         "medml.tune": "parent"})
     # The dataset as the parent's input first: parallel trials logging the same new
     # dataset at once collide on MLflow's unique (experiment, name, digest) row.
     with mlflow.start_run(run_id=run.info.run_id):
-        tracking.log_dataset_input(ds, ds.manifest(), dataset, "tuning")
+        tracking.log_dataset_input(ctx, ctx.manifest(), dataset, "tuning")
     client.update_run(run.info.run_id, "RUNNING")
     client.log_param(run.info.run_id, "tune.trials", params.trials)
     client.log_param(run.info.run_id, "tune.parallel", params.parallel)
     client.log_param(run.info.run_id, "tune.sampler", params.sampler)
     client.log_param(run.info.run_id, "tune.space", json.dumps(params.space)[:6000])
-    return Study(settings, dataset, task, params, run.info.run_id)
+    return Study(ctx, params, run.info.run_id)
 
 
-def run_trial(settings: Settings, dataset: str, parent_run_id: str, asked: AskedTrial,
-              task: str, threads: int | None = None, flow_run_id: str | None = None,
-              validation_report: str | None = None) -> TrialResult:
+def run_trial(ctx: RunContext, parent_run_id: str, asked: AskedTrial, threads: int | None = None,
+              flow_run_id: str | None = None, validation_report: str | None = None
+              ) -> TrialResult:
     """Train one trial as a nested MLflow run; its value is the validation monitor."""
-    import mlflow
+    from medml import lifecycle
 
-    from medml import lifecycle, tracking
-    from medml.tasks import get_task
-
-    cfg = apply_overrides(settings, task, asked.overrides, threads)
+    task = ctx.task
+    ctx = ctx.with_settings(apply_overrides(ctx.settings, task.name, asked.overrides, threads))
     try:
-        trained = lifecycle.train(cfg, dataset, flow_run_id=flow_run_id, progress=False,
+        trained = lifecycle.train(ctx, flow_run_id=flow_run_id, progress=False,
                                   validation_report=validation_report,
                                   parent_run_id=parent_run_id, run_name=f"trial-{asked.number}")
     except TrainingDiverged as e:  # this trial's settings fail (its run is FAILED already)
@@ -274,10 +256,9 @@ def run_trial(settings: Settings, dataset: str, parent_run_id: str, asked: Asked
         log.warning("trial %d failed: %s", asked.number, result.error)
     else:
         result = TrialResult(asked.number, asked.overrides, trained.run_id,
-                             trained.val_metrics.get(f"val_{get_task(task).monitor}"),
+                             trained.val_metrics.get(f"val_{task.monitor}"),
                              trained, os.getpid(), trained.val_metrics)
-    tracking.configure(cfg)
-    client = mlflow.MlflowClient()
+    client = ctx.client()
     client.set_tag(result.run_id, "medml.tune.trial", str(asked.number))
     if result.error:
         client.set_tag(result.run_id, "medml.tune.error", result.error[:5000])

@@ -188,19 +188,23 @@ def _files_inside(root: Path) -> set[str]:
 
 
 def validate_dataset(dataset_dir: Path, task: Task, report_dir: Path,
-                     accept: dict[str, str] | None = None) -> ValidationReport:
+                     accept: dict[str, str] | None = None, *, meta: DatasetMeta | None = None,
+                     manifest: pd.DataFrame | None = None) -> ValidationReport:
     """Run the dataset's suite (shared + ``task.expectations``); write the JSON results and
     Data Docs into ``report_dir``. Failed expectations give ``success=False``, not an error;
     an unreadable dataset raises NotFoundError or BadInputError naming the file.
 
     ``accept`` maps check names (``check_name``) to the reason they are accepted for this
     dataset: such failures are listed in ``accepted`` and do not make the validation fail.
+    ``meta`` and ``manifest``: the dataset as the caller already read it (a run context);
+    read from ``dataset_dir`` when not given.
     """
     accept = accept or {}
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     dataset_dir = Path(dataset_dir)
     report_dir = Path(report_dir)
-    meta, manifest = _read_dataset(dataset_dir)
+    if meta is None or manifest is None:
+        meta, manifest = _read_dataset(dataset_dir)
     text_columns = tuple(getattr(task, "text_columns", ()))
     df = derive_columns(manifest, dataset_dir, text_columns, list(meta.classes))
 

@@ -90,7 +90,7 @@ def test_diverged_training_stops_with_one_line_naming_the_setting(
     lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
     with pytest.raises(TrainingDiverged, match=r"^training diverged in epoch 1: the weights "
                        r"are no longer finite .*; lower tasks.imaging.train.lr \(now 1e\+30\)"):
-        lifecycle.train(settings, "demo")
+        lifecycle.train(lifecycle.open_run(settings, "demo"))
     [run] = _runs(settings)
     assert run.info.status == "FAILED"
     assert "train_loss" not in run.data.metrics  # the diverged epoch is not logged ...
@@ -105,7 +105,7 @@ def test_an_epoch_without_one_finite_loss_stops_training(settings: Settings) -> 
     from medml.train import fit
 
     lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
-    ds = lifecycle.open_dataset(settings, "demo")
+    ds = lifecycle.open_run(settings, "demo")
     params = settings.task("imaging")
     params.train.epochs = 2
 

@@ -71,7 +71,8 @@ def test_lifecycle_registers_gates_and_serves(settings: Settings, workspace: Pat
     assert set(out["label"]) <= {"normal", "benign", "malignant"}
 
     # `medml evaluate`: the registered artifact reproduces the run's test metrics.
-    again = lifecycle.evaluate_registered(settings, "demo-model@champion", "demo")
+    again = lifecycle.evaluate_registered(lifecycle.open_run(settings, "demo"),
+                                          "demo-model@champion")
     assert again.metrics["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"])
     assert client.get_run(again.run_id).data.tags["medml.evaluation_of"] == "demo-model@champion"
 
@@ -119,9 +120,9 @@ def test_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_on_resume(
 
     monkeypatch.setattr(mlflow, "log_metrics", die_at_epoch_2)
     with pytest.raises(Killed):
-        lifecycle.train(settings, "demo", progress=False)
+        lifecycle.train(lifecycle.open_run(settings, "demo"), progress=False)
     monkeypatch.setattr(mlflow, "log_metrics", real)
-    trained = lifecycle.train(settings, "demo", progress=False)
+    trained = lifecycle.train(lifecycle.open_run(settings, "demo"), progress=False)
     assert trained.resumed_from == 2
     steps = [m.step for m in _client(settings).get_metric_history(trained.run_id, "train_loss")]
     assert sorted(steps) == [1, 2, 3]  # each epoch once, the lost one included
@@ -133,7 +134,8 @@ def test_mlflow_warnings_medml_has_answered_are_not_shown(
     logging the dataset and the model."""
     settings.tasks["imaging"].train.epochs = 1
     lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
-    lifecycle.evaluate(settings, "demo", lifecycle.train(settings, "demo", progress=False))
+    run = lifecycle.open_run(settings, "demo")
+    lifecycle.evaluate(run, lifecycle.train(run, progress=False))
     shown = [str(w.message) for w in recwarn if issubclass(w.category, UserWarning)]
     assert not [m for m in shown if m.startswith((
         "The specified dataset source can be interpreted in multiple ways",

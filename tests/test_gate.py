@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medml.gate import judge, paired_bootstrap
+from medml.evaluation import paired_bootstrap
+from medml.gate import judge
 from medml.settings import GateParams
 from medml.tasks.imaging import metrics
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -50,6 +51,29 @@ def test_demo_generation_is_deterministic(tmp_path: Path) -> None:
     b, _ = task.generate(tmp_path / "b", params, seed=3, name="b")
     assert a["content_hash"].tolist() == b["content_hash"].tolist()
     assert a["split"].tolist() == b["split"].tolist()
+
+
+def test_evaluate_logs_a_patient_bootstrap_ci_and_subgroup_table() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(30) % 2, 2)  # two images per patient
+    p = np.clip(0.3 * y + 0.7 * rng.uniform(size=60), 0, 1)
+    pred = pd.DataFrame({"id": [f"i{k}" for k in range(60)], "y": y, "p_benign": 1 - p,
+                         "p_malignant": p})
+    manifest = pd.DataFrame({"id": pred["id"], "patient_id": [f"P{k // 2}" for k in range(60)],
+                             "site": ["a"] * 40 + ["b"] * 20})
+    spec = {"classes": ["benign", "malignant"], "positive_class": "malignant"}
+    result = get_task("imaging").evaluate(pred, manifest, spec, tiny_imaging())
+    import matplotlib.pyplot as plt  # after evaluate: it picks the Agg backend
+
+    for fig in result.figures.values():
+        plt.close(fig)
+    m = result.metrics
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["auroc_ci_low"] < m["auroc"] < m["auroc_ci_high"]
+    table = result.tables["subgroups.json"]
+    assert table[["attribute", "value", "n"]].values.tolist() == [["site", "a", 40],
+                                                                  ["site", "b", 20]]
+    assert table.loc[1, "auroc"] == pytest.approx(roc_auc_score(y[40:], p[40:]))
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "resnet18"])

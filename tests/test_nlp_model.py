@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medml import lifecycle
+from medml import evaluation, lifecycle
 from medml.data.dataset import load_manifest, load_meta
 from medml.settings import Settings
 from medml.tasks import get_task
@@ -43,7 +43,9 @@ def test_score_matches_a_hand_computed_seqeval_case() -> None:
     table = metrics.per_type_table(pred).set_index("entity_type")
     assert table.loc["Disease", "support"] == 2 and table.loc["Drug", "support"] == 2
     assert table.loc["micro avg", "f1"] == pytest.approx(got["f1"])
-    lo, hi = metrics.bootstrap_ci(pred, pd.Series(["a", "b"]), types, n=200)["f1"]
+    lo, hi = evaluation.bootstrap_ci(pred, pd.Series(["a", "b"]),
+                                     lambda part: metrics.score(part, types), ("f1",),
+                                     n=200)["f1"]
     assert 0.0 <= lo <= hi <= 1.0
 
 

@@ -20,9 +20,10 @@ MODEL = "lin-model"
 
 
 def _register(settings: Settings, report: str) -> str:
-    trained = lifecycle.train(settings, "demo", validation_report=report, progress=False)
-    evaluated = lifecycle.evaluate(settings, "demo", trained)
-    version = lifecycle.register(settings, MODEL, evaluated, trained)
+    run = lifecycle.open_run(settings, "demo")
+    trained = lifecycle.train(run, validation_report=report, progress=False)
+    evaluated = lifecycle.evaluate(run, trained)
+    version = lifecycle.register(run, MODEL, evaluated, trained)
     mv = registry.client_for(settings).get_model_version(MODEL, version)
     assert mv.tags[lineage.MODEL_SHA_TAG], "register records the model artifact's hash"
     assert registry.client_for(settings).download_artifacts(mv.run_id, modelcard.CARD)
@@ -34,7 +35,7 @@ def store(tmp_path_factory: pytest.TempPathFactory):
     """One workspace and store for the module (training three models once keeps it fast)."""
     settings = module_settings(tmp_path_factory, "lineage")
     lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
-    report = str(lifecycle.validate(settings, "demo", check=True).report_path)
+    report = str(lifecycle.validate(lifecycle.open_run(settings, "demo"), check=True).report_path)
     marks = {"start": datetime.now(UTC)}
     v1 = _register(settings, report)
     d1 = lifecycle.promote(settings, MODEL, v1, who="alice")
@@ -128,7 +129,7 @@ def test_verify_names_a_changed_data_file_and_a_changed_model_file(
     try:
         problems = lineage.verify(s, ref)
         with monkeypatch.context() as mp:  # no DVC listing at hand: the manifest's hashes
-            mp.setattr(lineage, "registered_dvc_listing", lambda *a: None)
+            mp.setattr("medml.data.versioning.registered_listing", lambda *a: None)
             fallback = lineage.verify(s, ref)
     finally:
         image.write_bytes(original)

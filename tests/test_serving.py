@@ -33,10 +33,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Two registered versions of one tiny imaging model; champion -> version 1."""
     s = module_settings(tmp_path_factory, "serving")
     lifecycle.create_dataset(s, "imaging", "demo", seed=0)
-    trained = lifecycle.train(s, "demo", progress=False)
-    evaluated = lifecycle.evaluate(s, "demo", trained)
-    v1 = lifecycle.register(s, MODEL, evaluated, trained)
-    v2 = lifecycle.register(s, MODEL, evaluated, trained)
+    run = lifecycle.open_run(s, "demo")
+    trained = lifecycle.train(run, progress=False)
+    evaluated = lifecycle.evaluate(run, trained)
+    v1 = lifecycle.register(run, MODEL, evaluated, trained)
+    v2 = lifecycle.register(run, MODEL, evaluated, trained)
     assert (v1, v2) == ("1", "2")
     registry.set_alias(s, MODEL, "champion", v1, who="test", why="serving test")
     return s

@@ -44,9 +44,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     s = module_settings(tmp_path_factory, "speech-serving")
     s = s.model_copy(update={"tasks": {**s.tasks, "speech": tiny_speech()}})
     lifecycle.create_dataset(s, "speech", "demo", seed=0)
-    trained = lifecycle.train(s, "demo", progress=False)
-    evaluated = lifecycle.evaluate(s, "demo", trained)
-    version = lifecycle.register(s, MODEL, evaluated, trained)
+    run = lifecycle.open_run(s, "demo")
+    trained = lifecycle.train(run, progress=False)
+    evaluated = lifecycle.evaluate(run, trained)
+    version = lifecycle.register(run, MODEL, evaluated, trained)
     registry.set_alias(s, MODEL, "champion", version, who="test", why="speech serving test")
     return s
 

@@ -8,14 +8,17 @@ import io
 import json
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
 import torch
 
+from medml import evaluation
 from medml.data.dataset import DatasetMeta
 from medml.errors import BadInputError
+from medml.settings import TaskParams
 from medml.tasks import get_task
 from medml.tasks.speech import audio, metrics
 from medml.tasks.speech.features import LogMel, SpecAugment, mel_filterbank
@@ -246,14 +249,54 @@ def test_bootstrap_resamples_speakers() -> None:
     pred = pd.DataFrame({"id": list("abcd"), "reference": ["one two"] * 4,
                          "hypothesis": ["one two", "one two", "one", "two"]})
     same = pd.Series(["s1", "s1", "s2", "s2"])
-    lo, hi = metrics.bootstrap_ci(pred, same, "wer", n=200)
+    lo, hi = evaluation.bootstrap_ci(pred, same, metrics.score, ("wer",), n=200)["wer"]
     assert lo == pytest.approx(0.0) and hi == pytest.approx(0.5)  # two speakers: 0, .25, .5
-    lo, hi = metrics.bootstrap_ci(pred, pd.Series(["s"] * 4), "wer", n=50)
+    lo, hi = evaluation.bootstrap_ci(pred, pd.Series(["s"] * 4), metrics.score, ("wer",),
+                                     n=50)["wer"]
     assert lo == hi == pytest.approx(0.25)
-    table = metrics.group_table(pred, pd.DataFrame({"id": list("abcd"), "patient_id": same,
-                                                    "sex": list("FFMM")}), ("sex",))
-    spk = table[table["attribute"] == "speaker"].set_index("value")["wer"]
+    manifest = pd.DataFrame({"id": list("abcd"), "patient_id": same, "sex": list("FFMM")})
+    table = evaluation.subgroup_table(pred, manifest, ("patient_id", "sex"), metrics.score)
+    spk = table[table["attribute"] == "patient_id"].set_index("value")["wer"]
     assert spk.to_dict() == {"s1": 0.0, "s2": 0.5}
+
+
+def test_counted_scores_equal_jiwer_on_any_subset() -> None:
+    pred = pd.DataFrame({"id": list("abcde"),
+                         "reference": ["the cat sat", "hello world", "  ", "a b c", "x"],
+                         "hypothesis": ["the cat sit", "hello", "noise", None, "x"]})
+    counted = metrics.with_counts(pred)
+    for rows in ([0, 1, 2, 3, 4], [1, 1, 3], [4, 0]):
+        part = pred.iloc[rows]
+        keep = part[part["reference"].str.strip() != ""]
+        refs, hyps = keep["reference"].tolist(), keep["hypothesis"].fillna("").tolist()
+        got = metrics.score(counted.iloc[rows])
+        assert got == metrics.score(part)
+        assert got["wer"] == pytest.approx(jiwer.wer(refs, hyps))
+        assert got["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+    assert np.isnan(metrics.score(pred.iloc[[2]])["wer"])  # empty reference: nothing scored
+
+
+def test_evaluate_logs_cis_and_a_per_speaker_table() -> None:
+    pred = pd.DataFrame({"id": list("abcd"), "reference": ["one two"] * 4,
+                         "hypothesis": ["one two", "one two", "one", "two"]})
+    manifest = pd.DataFrame({"id": list("abcd"), "patient_id": ["s1", "s1", "s2", "s2"],
+                             "sex": list("FFMM"), "noise": [None, None, "pink 10 dB", None]})
+    result = get_task("speech").evaluate(pred, manifest, {}, TaskParams())
+    import matplotlib.pyplot as plt  # after evaluate: it picks the Agg backend
+
+    for fig in result.figures.values():
+        plt.close(fig)
+    assert result.metrics["wer"] == pytest.approx(0.25)
+    assert result.metrics["wer_ci_low"] == pytest.approx(0.0)
+    assert result.metrics["wer_ci_high"] == pytest.approx(0.5)
+    assert {"cer_ci_low", "cer_ci_high"} <= set(result.metrics)
+    assert list(result.predictions.columns) == ["id", "reference", "hypothesis"]
+    table = result.tables["subgroups.json"]
+    assert list(table.columns) == ["attribute", "value", "n", "wer", "cer", "exact_match"]
+    assert table[["attribute", "value", "n"]].values.tolist() == [
+        ["speaker", "s1", 2], ["speaker", "s2", 2], ["sex", "F", 2], ["sex", "M", 2],
+        ["noise", "pink 10 dB", 1]]
+    assert table.set_index("value").loc["s2", "wer"] == 0.5
 
 
 # ---------------------------------------------------------------------- pyfunc

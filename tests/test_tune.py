@@ -54,7 +54,7 @@ def test_trials_run_in_parallel_as_nested_runs_and_the_best_goes_to_the_gate(
     imaging.train.epochs = 3
     lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
 
-    result = run(settings, "demo", "tuned")
+    result = run(settings, "demo", "tuned", "imaging")
 
     client = mlflow.MlflowClient(settings.mlflow_uri, settings.mlflow_uri)
     parent = client.get_run(result["parent_run_id"])
@@ -93,7 +93,7 @@ def test_a_diverging_trial_fails_alone_and_the_search_goes_on(
     imaging.train.epochs = 2
     lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
 
-    result = run(settings, "demo", "tuned")
+    result = run(settings, "demo", "tuned", "imaging")
 
     failed, good = sorted(result["trials"], key=lambda t: t["number"])
     assert failed["value"] is None and failed["error"].startswith("training diverged in epoch 1")
@@ -108,7 +108,7 @@ def test_a_diverging_trial_fails_alone_and_the_search_goes_on(
 
     # The same search again: its trials are new runs under its own parent (the diverged
     # trial's checkpoints are gone, and a trial's checkpoints belong to its search).
-    again = run(settings, "demo", "tuned")
+    again = run(settings, "demo", "tuned", "imaging")
     failed2 = next(t for t in again["trials"] if t["number"] == 0)
     assert failed2["run_id"] not in (failed["run_id"], good["run_id"])
     assert again["run_id"] not in (failed["run_id"], good["run_id"])
@@ -139,14 +139,15 @@ def test_a_trial_never_resumes_another_trial(settings: Settings) -> None:
 
     exp = tracking.configure(settings)
     p1, p2 = (client.create_run(exp).info.run_id for _ in range(2))
-    t1 = lifecycle.train(settings, "demo", parent_run_id=p1, progress=False,
+    t1 = lifecycle.train(lifecycle.open_run(settings, "demo"), parent_run_id=p1, progress=False,
                          run_name="trial-0")
-    t2 = lifecycle.train(settings, "demo", parent_run_id=p2, progress=False,
+    t2 = lifecycle.train(lifecycle.open_run(settings, "demo"), parent_run_id=p2, progress=False,
                          run_name="trial-0")
     assert t1.run_id != t2.run_id and t2.resumed_from is None
     assert client.get_run(t2.run_id).data.tags["mlflow.parentRunId"] == p2
-    t3 = lifecycle.train(settings, "demo", parent_run_id=p2, progress=False,
+    t3 = lifecycle.train(lifecycle.open_run(settings, "demo"), parent_run_id=p2, progress=False,
                          run_name="trial-1")
     assert t3.run_id != t2.run_id and t3.checkpoint_dir != t2.checkpoint_dir
-    plain = lifecycle.train(settings, "demo", progress=False)
-    assert lifecycle.train(settings, "demo", progress=False).run_id == plain.run_id
+    plain = lifecycle.train(lifecycle.open_run(settings, "demo"), progress=False)
+    again = lifecycle.train(lifecycle.open_run(settings, "demo"), progress=False)
+    assert again.run_id == plain.run_id

@@ -41,6 +41,10 @@ class Task(ABC):
     """One kind of model (imaging, nlp, speech) behind one interface."""
 
     name: str
+    #: what the model is for, completing "This model ..." (a sentence fragment, e.g.
+    #: "transcribes medical dictation (WAV audio) into text"); may contain ``{classes}``,
+    #: filled in with the model's class names (the model card states it)
+    intended_use: str
     #: metric used to choose/monitor during training (on the val split), and its direction
     monitor: str
     monitor_mode: str = "max"

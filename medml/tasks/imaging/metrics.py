@@ -1,5 +1,5 @@
 """Imaging metrics (scikit-learn) and plots: AUROC, accuracy, sensitivity, specificity,
-ECE, a patient-level bootstrap CI, per-subgroup results, ROC/confusion/calibration."""
+ECE, ROC/confusion/calibration. CIs and subgroup tables: ``medml.evaluation``."""
 
 from __future__ import annotations
 
@@ -67,34 +67,6 @@ def score(pred: pd.DataFrame, classes: list[str], pos: str) -> dict[str, float]:
         recalls = [np.mean(yhat[y == i] == i) for i in range(len(classes)) if np.any(y == i)]
         out["balanced_accuracy"] = float(np.mean(recalls))
     return out
-
-
-def bootstrap_ci(pred: pd.DataFrame, classes: list[str], pos: str, groups: pd.Series,
-                 metric: str = "auroc", n: int = 500, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile CI of ``metric``, resampling whole groups (patients) with replacement."""
-    rng = np.random.default_rng(seed)
-    g = groups.fillna(pred["id"]).to_numpy()
-    uniq = np.unique(g)
-    index = {u: np.flatnonzero(g == u) for u in uniq}
-    vals = []
-    for _ in range(n):
-        take = np.concatenate([index[u] for u in rng.choice(uniq, len(uniq))])
-        v = score(pred.iloc[take], classes, pos).get(metric, np.nan)
-        if np.isfinite(v):
-            vals.append(v)
-    if not vals:
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
-
-
-def subgroup_table(pred: pd.DataFrame, manifest: pd.DataFrame, classes: list[str],
-                   pos: str) -> pd.DataFrame:
-    """Metrics per value of each demographic/site column that is filled in."""
-    from medml.gate import subgroup_table as table
-
-    return table(pred, manifest, SUBGROUPS, lambda part: score(part, classes, pos))
 
 
 def figures(pred: pd.DataFrame, classes: list[str], pos: str) -> dict:

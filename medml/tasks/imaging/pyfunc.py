@@ -7,12 +7,12 @@ import base64
 import binascii
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
 
 from medml.errors import BadInputError
+from medml.tasks.pyfunc import BundleModel
 
 
 def as_array(value: Any, where: str) -> np.ndarray:
@@ -61,17 +61,11 @@ def images_from_input(model_input: Any) -> list[np.ndarray]:
     return [as_array(c, f"image {i}") for i, c in enumerate(cells)]
 
 
-class ImagingModel(mlflow.pyfunc.PythonModel):
-    """Loads the self-describing bundle (weights + constructor arguments + preprocessing)."""
+class ImagingModel(BundleModel):
+    """Images in, class probabilities and the arg-max label out, preprocessed as the bundle's
+    spec says."""
 
-    def load_context(self, context: Any) -> None:
-        from medml.tasks import get_task
-
-        bundle = torch.load(context.artifacts["bundle"], map_location="cpu", weights_only=False)
-        self.spec = bundle["spec"]
-        self.net = get_task("imaging").rebuild_model(self.spec)
-        self.net.load_state_dict(bundle["state_dict"])
-        self.net.eval()
+    task_name = "imaging"
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints
         from medml.tasks.imaging.data import to_model_input

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from medml import evaluation
 from medml.data.dataset import DatasetMeta
 from medml.settings import TaskParams
 from medml.tasks.base import EvalResult, Task
@@ -42,6 +43,7 @@ class ImagingTask(Task):
     group_column = "patient_id"
     subgroup_columns = metrics.SUBGROUPS
     requirements = ("monai", "pydicom", "pillow", "scikit-learn")
+    intended_use = "classifies one medical image into {classes}"
 
     def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
         """Besides patient ids: for DICOM imports the header fields kept in the manifest
@@ -127,18 +129,22 @@ class ImagingTask(Task):
     def evaluate(self, predictions: pd.DataFrame, manifest: pd.DataFrame, spec: dict,
                  params: TaskParams) -> EvalResult:
         classes, pos = spec["classes"], spec["positive_class"]
-        result = metrics.score(predictions, classes, pos)
-        groups = predictions[["id"]].merge(manifest[["id", "patient_id"]], on="id",
-                                           how="left")["patient_id"]
-        lo, hi = metrics.bootstrap_ci(predictions, classes, pos, groups,
-                                      seed=params.train.seed)
+
+        def score(pred: pd.DataFrame) -> dict[str, float]:
+            return metrics.score(pred, classes, pos)
+
+        result = score(predictions)
+        groups = predictions[["id"]].merge(manifest[["id", self.group_column]], on="id",
+                                           how="left")[self.group_column]
+        lo, hi = evaluation.bootstrap_ci(predictions, groups, score, ("auroc",),
+                                         seed=params.train.seed)["auroc"]
         result.update({"auroc_ci_low": lo, "auroc_ci_high": hi})
         return EvalResult(
             metrics=result,
             figures=metrics.figures(predictions, classes, pos),
             predictions=predictions,
-            tables={"subgroups.json": metrics.subgroup_table(predictions, manifest, classes,
-                                                             pos)},
+            tables={"subgroups.json": evaluation.subgroup_table(
+                predictions, manifest, self.subgroup_columns, score)},
         )
 
     # ---- serving ----

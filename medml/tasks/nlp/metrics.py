@@ -1,6 +1,6 @@
 """Entity-level NER metrics with seqeval (strict mode, IOB2 scheme: an entity counts only
-when its type and both boundaries match exactly), per entity type, with bootstrap CIs
-resampled by document.
+when its type and both boundaries match exactly), per entity type; bootstrap CIs
+(resampled by document) and subgroup tables come from ``medml.evaluation``.
 
 Per-document counts (true positives, predicted and true entities, overall and per type)
 are computed once with seqeval's strict entity extraction and kept in the prediction
@@ -67,34 +67,6 @@ def per_type_table(pred: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"entity_type": k, "precision": float(v["precision"]),
                           "recall": float(v["recall"]), "f1": float(v["f1-score"]),
                           "support": int(v["support"])} for k, v in report.items()])
-
-
-def bootstrap_ci(pred: pd.DataFrame, groups: pd.Series, types: list[str],
-                 metrics: tuple[str, ...] = ("f1", "precision", "recall"), n: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Percentile CIs, resampling whole groups (documents) with replacement."""
-    g = groups.fillna(pred["id"]).astype(str).to_numpy()
-    uniq, inverse = np.unique(g, return_inverse=True)
-    sums = {c: np.bincount(inverse, weights=pred[c].to_numpy(float), minlength=len(uniq))
-            for c in ("tp", "n_pred", "n_true")}
-    rng = np.random.default_rng(seed)
-    draws = {m: [] for m in metrics}
-    for _ in range(n):
-        w = np.bincount(rng.integers(0, len(uniq), len(uniq)), minlength=len(uniq))
-        p, r, f = _prf(*(float(w @ sums[c]) for c in ("tp", "n_pred", "n_true")))
-        for m, v in (("precision", p), ("recall", r), ("f1", f)):
-            if m in draws:
-                draws[m].append(v)
-    a = (1 - level) / 2
-    return {m: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) for m, v in draws.items()}
-
-
-def subgroup_table(pred: pd.DataFrame, manifest: pd.DataFrame, types: list[str]
-                   ) -> pd.DataFrame:
-    """Metrics per value of each demographic/site column that is filled in."""
-    from medml.gate import subgroup_table as table
-
-    return table(pred, manifest, SUBGROUPS, lambda part: score(part, types))
 
 
 def figures(table: pd.DataFrame) -> dict:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 import torch
 
 from medml.errors import BadInputError
+from medml.tasks.pyfunc import BundleModel
 
 COLUMNS = ["row", "start", "end", "label", "text", "score"]
 MAX_CHARS = 1_000_000  # per text: bounds memory; split longer documents
@@ -40,17 +40,16 @@ def texts_from_input(model_input: Any) -> list[str]:
     return cells
 
 
-class NerModel(mlflow.pyfunc.PythonModel):
-    """Loads the self-describing bundle (weights, vocabularies or tokenizer, tags)."""
+class NerModel(BundleModel):
+    """Texts in, entity spans out; the bundle carries vocabularies or tokenizer and tags."""
 
-    def load_context(self, context: Any) -> None:
-        from medml.tasks import get_task
+    task_name = "nlp"
 
-        bundle = torch.load(context.artifacts["bundle"], map_location="cpu", weights_only=False)
-        self.spec = bundle["spec"]
-        self.net = get_task("nlp").rebuild_model(_offline(self.spec))
-        self.net.load_state_dict(bundle["state_dict"])
-        self.net.eval()
+    def model_spec(self, spec: dict) -> dict:
+        """The spec without the training checkpoint path: a loaded model takes everything
+        from its bundle, never from where it was fine-tuned from."""
+        args = {k: v for k, v in spec["args"].items() if k != "checkpoint"}
+        return {**spec, "args": args}
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints
         from medml.tasks.nlp.data import predict_texts
@@ -60,10 +59,3 @@ class NerModel(mlflow.pyfunc.PythonModel):
                 for i, spans in enumerate(predict_texts(self.net, texts, torch.device("cpu")))
                 for span in spans]
         return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def _offline(spec: dict) -> dict:
-    """The spec without the training checkpoint path: a loaded model takes everything from
-    its bundle, never from where it was fine-tuned from."""
-    args = {k: v for k, v in spec["args"].items() if k != "checkpoint"}
-    return {**spec, "args": args}

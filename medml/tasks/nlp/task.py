@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from medml import evaluation
 from medml.data.dataset import DatasetMeta
 from medml.errors import BadInputError
 from medml.settings import TaskParams
@@ -39,6 +40,8 @@ class NlpTask(Task):
     group_column = "document_id"
     subgroup_columns = metrics.SUBGROUPS
     requirements = ("pytorch-crf", "seqeval", "transformers", "tokenizers")
+    intended_use = ("finds clinical entities (diseases, drugs, procedures...) in free-text "
+                    "notes, as labelled character spans (named-entity recognition)")
 
     def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
         """Patient ids become pseudonyms; the ``text`` column is rewritten from the
@@ -133,18 +136,23 @@ class NlpTask(Task):
     def evaluate(self, predictions: pd.DataFrame, manifest: pd.DataFrame, spec: dict,
                  params: TaskParams) -> EvalResult:
         types = spec["entity_types"]
-        result = metrics.score(predictions, types)
+
+        def score(pred: pd.DataFrame) -> dict[str, float]:
+            return metrics.score(pred, types)
+
+        result = score(predictions)
         groups = predictions[["id"]].merge(manifest[["id", self.group_column]], on="id",
                                            how="left")[self.group_column]
-        for m, (lo, hi) in metrics.bootstrap_ci(predictions, groups, types,
-                                                seed=params.train.seed).items():
+        cis = evaluation.bootstrap_ci(predictions, groups, score, ("f1", "precision", "recall"),
+                                      n=1000, seed=params.train.seed)
+        for m, (lo, hi) in cis.items():
             result |= {f"{m}_ci_low": lo, f"{m}_ci_high": hi}
         table = metrics.per_type_table(predictions)
         return EvalResult(metrics=result, figures=metrics.figures(table),
                           predictions=predictions,
                           tables={"per_type.json": table,
-                                  "subgroups.json": metrics.subgroup_table(predictions,
-                                                                           manifest, types)})
+                                  "subgroups.json": evaluation.subgroup_table(
+                                      predictions, manifest, self.subgroup_columns, score)})
 
     # ---- serving ----
     def pyfunc(self) -> Any:

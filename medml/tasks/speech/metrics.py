@@ -1,5 +1,11 @@
 """Speech metrics (jiwer): word and character error rates over a set of utterances,
-a bootstrap CI resampled by speaker, per-speaker and per-subgroup tables."""
+and plots. Bootstrap CIs (resampled by speaker) and per-speaker and per-subgroup tables
+come from ``medml.evaluation``.
+
+Per-utterance error counts can be computed once (``with_counts``) and kept in the
+prediction table, so that scoring any subset of utterances (a bootstrap resample, a
+subgroup) is a sum: corpus WER and CER are exactly jiwer's on those utterances.
+"""
 
 from __future__ import annotations
 
@@ -9,68 +15,46 @@ import pandas as pd
 
 SUBGROUPS = ("sex", "site", "age_band", "noise", "voice")
 
+#: per-utterance counts: word and character errors (substitutions, deletions,
+#: insertions), reference lengths, whether scored (non-empty reference) and exact
+COUNTS = ("word_errors", "words", "char_errors", "chars", "scored", "exact")
 
-def error_rates(refs: list[str], hyps: list[str]) -> dict[str, float]:
-    """Corpus WER and CER (errors over all reference words/characters, as jiwer computes
-    them for lists), and the share of utterances transcribed exactly. Utterances whose
-    normalised reference is empty are left out (nothing to score)."""
-    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
-    if not pairs:
-        return {"wer": float("nan"), "cer": float("nan"), "exact_match": float("nan")}
-    r, h = [p[0] for p in pairs], [p[1] for p in pairs]
-    return {"wer": float(jiwer.wer(r, h)), "cer": float(jiwer.cer(r, h)),
-            "exact_match": float(np.mean([a == b for a, b in pairs]))}
+
+def utterance_counts(reference: str, hypothesis: str) -> dict[str, int]:
+    """Error counts of one utterance as jiwer computes them (all 0 when the normalised
+    reference is empty: nothing to score)."""
+    if not reference.strip():
+        return dict.fromkeys(COUNTS, 0)
+    w = jiwer.process_words(reference, hypothesis)
+    c = jiwer.process_characters(reference, hypothesis)
+    return {"word_errors": w.substitutions + w.deletions + w.insertions,
+            "words": w.hits + w.substitutions + w.deletions,
+            "char_errors": c.substitutions + c.deletions + c.insertions,
+            "chars": c.hits + c.substitutions + c.deletions,
+            "scored": 1, "exact": int(reference == hypothesis)}
+
+
+def with_counts(pred: pd.DataFrame) -> pd.DataFrame:
+    """``pred`` (columns ``reference``, ``hypothesis``) with the ``COUNTS`` columns."""
+    refs = pred["reference"].astype(str).tolist()
+    hyps = pred["hypothesis"].fillna("").astype(str).tolist()
+    rows = [utterance_counts(r, h) for r, h in zip(refs, hyps, strict=True)]
+    return pred.assign(**{c: np.array([row[c] for row in rows], dtype=float) for c in COUNTS})
 
 
 def score(pred: pd.DataFrame) -> dict[str, float]:
-    """Scalar metrics of one split's predictions (columns ``reference``, ``hypothesis``)."""
-    return error_rates(pred["reference"].astype(str).tolist(),
-                       pred["hypothesis"].fillna("").astype(str).tolist())
-
-
-def bootstrap_ci(pred: pd.DataFrame, groups: pd.Series, metric: str = "wer", n: int = 500,
-                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile CI of ``metric``, resampling whole speakers with replacement (rows of one
-    speaker are not independent). Error counts are precomputed per utterance, so each
-    resample only sums them."""
-    refs = pred["reference"].astype(str).tolist()
-    hyps = pred["hypothesis"].fillna("").astype(str).tolist()
-    unit = (lambda s: s.split()) if metric == "wer" else list
-    errs, sizes = np.zeros(len(refs)), np.zeros(len(refs))
-    for i, (r, h) in enumerate(zip(refs, hyps, strict=True)):
-        if not r.strip():
-            continue
-        out = (jiwer.process_words(r, h) if metric == "wer" else jiwer.process_characters(r, h))
-        errs[i] = out.substitutions + out.deletions + out.insertions
-        sizes[i] = len(unit(r))
-    g = groups.fillna(pred["id"]).astype(str).to_numpy()
-    uniq, inverse = np.unique(g, return_inverse=True)
-    e_sum = np.bincount(inverse, errs, len(uniq))
-    n_sum = np.bincount(inverse, sizes, len(uniq))
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n):
-        take = rng.integers(0, len(uniq), len(uniq))
-        total = n_sum[take].sum()
-        if total > 0:
-            vals.append(e_sum[take].sum() / total)
-    if not vals:
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
-
-
-def group_table(pred: pd.DataFrame, manifest: pd.DataFrame, columns: tuple[str, ...],
-                speaker_column: str = "patient_id") -> pd.DataFrame:
-    """Metrics per speaker (attribute ``speaker``) and per value of each subgroup column
-    that is filled in (sex, noise, voice...)."""
-    from medml.gate import subgroups
-
-    rows = [{"attribute": "speaker" if col == speaker_column else col, "value": str(value),
-             "n": len(part), **score(part)}
-            for col, value, part in subgroups(pred, manifest, (speaker_column, *columns))]
-    return pd.DataFrame(rows, columns=["attribute", "value", "n", "wer", "cer",
-                                       "exact_match"])
+    """Corpus WER and CER (errors over all reference words/characters, as jiwer computes
+    them for lists), and the share of utterances transcribed exactly, of one split's
+    predictions (columns ``reference``, ``hypothesis``; the ``COUNTS`` columns are used
+    when present). Utterances whose normalised reference is empty are left out."""
+    counts = pred if set(COUNTS) <= set(pred.columns) else with_counts(pred)
+    total = counts[list(COUNTS)].to_numpy(float).sum(0)
+    t = dict(zip(COUNTS, total, strict=True))
+    if not t["scored"]:
+        return {"wer": float("nan"), "cer": float("nan"), "exact_match": float("nan")}
+    return {"wer": float(t["word_errors"] / t["words"]),
+            "cer": float(t["char_errors"] / t["chars"]),
+            "exact_match": float(t["exact"] / t["scored"])}
 
 
 def figures(pred: pd.DataFrame, table: pd.DataFrame) -> dict:

@@ -7,12 +7,12 @@ import base64
 import binascii
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
 
 from medml.errors import BadInputError
+from medml.tasks.pyfunc import BundleModel
 
 
 def as_waveform(value: Any, where: str, sample_rate: int, max_seconds: float) -> np.ndarray:
@@ -67,17 +67,10 @@ def transcribe(net: torch.nn.Module, waves: list[np.ndarray], vocab: str,
     return [out[i] for i in range(len(waves))]
 
 
-class SpeechModel(mlflow.pyfunc.PythonModel):
-    """Loads the self-describing bundle (weights + constructor arguments + vocabulary)."""
+class SpeechModel(BundleModel):
+    """WAV audio in, greedy CTC transcripts (with the bundle's vocabulary) and durations out."""
 
-    def load_context(self, context: Any) -> None:
-        from medml.tasks import get_task
-
-        bundle = torch.load(context.artifacts["bundle"], map_location="cpu", weights_only=False)
-        self.spec = bundle["spec"]
-        self.net = get_task("speech").rebuild_model(self.spec)
-        self.net.load_state_dict(bundle["state_dict"])
-        self.net.eval()
+    task_name = "speech"
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints
         s = self.spec

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from medml import evaluation
 from medml.data.dataset import DatasetMeta
 from medml.settings import TaskParams
 from medml.tasks.base import EvalResult, Task
@@ -33,6 +34,7 @@ class SpeechTask(Task):
     subgroup_columns = ("sex", "site", "age_band", "noise")
     text_columns = ("text",)  # transcripts: de-identified and checked for PHI like notes
     requirements = ("soundfile", "scipy", "jiwer")
+    intended_use = "transcribes medical dictation (WAV audio) into text"
 
     def deid_rules(self, meta: DatasetMeta) -> dict[str, str]:
         """Besides speaker ids and transcripts: the source paths of a WAV/JSONL import
@@ -111,14 +113,20 @@ class SpeechTask(Task):
 
     def evaluate(self, predictions: pd.DataFrame, manifest: pd.DataFrame, spec: dict,
                  params: TaskParams) -> EvalResult:
-        result = metrics.score(predictions)
+        counted = metrics.with_counts(predictions)  # each resample and subgroup: a sum
+        result = metrics.score(counted)
         groups = predictions[["id"]].merge(manifest[["id", self.group_column]], on="id",
                                            how="left")[self.group_column]
-        for m in ("wer", "cer"):
-            lo, hi = metrics.bootstrap_ci(predictions, groups, m, seed=params.train.seed)
+        cis = evaluation.bootstrap_ci(counted, groups, metrics.score, ("wer", "cer"),
+                                      seed=params.train.seed)
+        for m, (lo, hi) in cis.items():
             result.update({f"{m}_ci_low": lo, f"{m}_ci_high": hi})
-        table = metrics.group_table(predictions, manifest, metrics.SUBGROUPS,
-                                    self.group_column)
+        # per speaker (attribute "speaker") and per filled-in value of each subgroup column
+        table = evaluation.subgroup_table(counted, manifest,
+                                          (self.group_column, *metrics.SUBGROUPS), metrics.score)
+        table = table.reindex(columns=["attribute", "value", "n", "wer", "cer", "exact_match"])
+        table = table.assign(attribute=table["attribute"].replace(self.group_column, "speaker"),
+                             value=table["value"].astype(str))
         return EvalResult(metrics=result, figures=metrics.figures(predictions, table),
                           predictions=predictions, tables={"subgroups.json": table})
 
