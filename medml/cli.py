@@ -66,6 +66,9 @@ def _main(ctx: typer.Context,
     if not verbose:  # MLflow's own chatter (schema hints, monitor start/stop) stays out
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        # Great Expectations sets some of its loggers to INFO itself (Data Docs notes)
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING
+                          or not r.name.startswith("great_expectations"))
         for message in KNOWN_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
     ctx.obj = load_settings(params)
@@ -182,7 +185,7 @@ def data_validate(ctx: typer.Context, name: str) -> None:
     """Run the task's validation suite; exit 1 on failure."""
     from medml import lifecycle
 
-    report = lifecycle.validate(_settings(ctx), name)
+    report = lifecycle.validate(lifecycle.open_run(_settings(ctx), name))
     for line in report.failures:
         out.print(f"[red]FAIL[/] {line}")
     for line in report.accepted:
