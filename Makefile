@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: install demo test lint lock
+.PHONY: install demo test test-fast lint lock
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -17,7 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check medml flows tests bench
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -rs
+
+# The edit-test loop: the unit tier only (the full tier is marked slow; see tests/conftest.py).
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -rs -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medml flows tests bench

@@ -21,6 +21,17 @@ os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"  # runs here last 
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def needs(what: str, present: bool, how: str) -> pytest.MarkDecorator:
+    """Mark tests that need ``what`` (a service or data this machine kind provides): a
+    skip with its reason on a developer's machine without it; under CI (``CI=true``) its
+    absence is an error at collection, never a silent skip. ``how``: how to get it."""
+    if not present and IN_CI:
+        raise RuntimeError(f"{what} is missing under CI, where this machine kind provides it: "
+                           f"{how}")
+    return pytest.mark.skipif(not present, reason=f"needs {what} ({how})")
 
 
 def tiny_imaging() -> TaskParams:
@@ -93,3 +104,20 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("MEDML_"):
             monkeypatch.delenv(key)
+
+
+# The full tier: modules that run whole lifecycles, servers, DDP, searches or real-data
+# imports (minutes each on 2 cores). `pytest -m "not slow"` leaves them out for the
+# edit-test loop; `make test` and CI run everything.
+FULL_TIER = {
+    "test_approval", "test_cli", "test_distributed", "test_dvc_pull", "test_dvc_stages",
+    "test_flow", "test_nlp_flow", "test_promises", "test_registry_lineage", "test_release",
+    "test_run_context", "test_server_profile", "test_serving", "test_speech_flow",
+    "test_speech_serving", "test_tune", "test_tune_cli",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in FULL_TIER:
+            item.add_marker(pytest.mark.slow)

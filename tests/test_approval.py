@@ -50,8 +50,11 @@ def test_no_answer_before_the_timeout_means_not_promoted(settings: Settings) -> 
     assert "no answer" in decision["approval"]["reason"]
 
 
-def test_medml_approve_from_another_process_promotes(settings: Settings, workspace: Path,
-                                                     tmp_path: Path) -> None:
+def _pipeline_answered(settings: Settings, workspace: Path, tmp_path: Path,
+                       answer: list[str]) -> tuple[subprocess.CompletedProcess, int, str]:
+    """`medml pipeline` with approval on, answered from another process with
+    ``medml approve m 1 *answer`` once the flow waits; (the answer, the pipeline's exit
+    code, its output)."""
     s = _with_approval(settings, timeout_s=300)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(s.model_dump(mode="json", exclude={"workspace", "home"})))
@@ -64,8 +67,9 @@ def test_medml_approve_from_another_process_promotes(settings: Settings, workspa
                             text=True)
     try:
         client = _client(settings)
-        answer = None
-        for _ in range(240):  # the version appears, then the flow pauses for the answer
+        reply = None
+        deadline = time.monotonic() + 600  # generous: a loaded 2-core machine is slow
+        while time.monotonic() < deadline:  # the version appears, then the flow pauses
             time.sleep(1)
             assert flow.poll() is None, flow.stdout.read()
             if not (settings.state_dir / "mlflow.db").exists():
@@ -74,22 +78,51 @@ def test_medml_approve_from_another_process_promotes(settings: Settings, workspa
                 client.get_model_version("m", "1")
             except mlflow.exceptions.MlflowException:
                 continue
-            answer = medml(["approve", "m", "1", "--by", "dr.house", "--reason", "reviewed"],
-                           workspace, env)
-            if answer.returncode == 0:
+            reply = medml(["approve", "m", "1", *answer], workspace, env)
+            if reply.returncode == 0:
                 break
-            assert "not waiting for approval" in answer.stderr, answer.stderr
-        assert answer is not None and answer.returncode == 0, answer and answer.stderr
+            assert "not waiting for approval" in reply.stderr, reply.stderr
+        assert reply is not None and reply.returncode == 0, reply and reply.stderr
         output, _ = flow.communicate(timeout=300)
     finally:
         if flow.poll() is None:
             flow.kill()
-    assert flow.returncode == 0, output
+    return reply, flow.returncode, output
+
+
+def test_medml_approve_from_another_process_promotes(settings: Settings, workspace: Path,
+                                                     tmp_path: Path) -> None:
+    _, code, output = _pipeline_answered(settings, workspace, tmp_path,
+                                         ["--by", "dr.house", "--reason", "reviewed"])
+    assert code == 0, output
+    client = _client(settings)
     mv = client.get_model_version_by_alias("m", "champion")
     assert str(mv.version) == "1" and mv.tags["gate.passed"] == "True"
     decision = json.loads(mlflow.artifacts.load_text(
         f"runs:/{mv.run_id}/gate/decision-{mv.tags['gate.decision_id']}.json"))
     assert decision["approval"] == {"approved": True, "by": "dr.house", "reason": "reviewed"}
     # answering twice is refused with one line
-    again = medml(["approve", "m", "1", "--by", "x", "--reason", "y"], workspace, env)
+    params = tmp_path / "params.yaml"
+    again = medml(["approve", "m", "1", "--by", "x", "--reason", "y"], workspace,
+                  _env(settings, params))
     assert again.returncode == 2 and "not waiting for approval" in again.stderr
+
+
+def test_medml_approve_reject_means_not_promoted(settings: Settings, workspace: Path,
+                                                 tmp_path: Path) -> None:
+    reply, code, output = _pipeline_answered(
+        settings, workspace, tmp_path,
+        ["--by", "dr.cuddy", "--reason", "subgroup too small", "--reject"])
+    assert "rejected m version 1" in reply.stdout, reply.stdout
+    assert code == 1, output
+    assert "m version 1 not promoted" in output, output
+    client = _client(settings)
+    assert "champion" not in client.get_registered_model("m").aliases
+    mv = client.get_model_version("m", "1")
+    assert mv.tags["gate.passed"] == "False"
+    decision = json.loads(mlflow.artifacts.load_text(
+        f"runs:/{mv.run_id}/gate/decision-{mv.tags['gate.decision_id']}.json"))
+    assert all(c["passed"] for c in decision["checks"])  # the checks passed ...
+    assert decision["passed"] is False  # ... the human said no
+    assert decision["approval"] == {"approved": False, "by": "dr.cuddy",
+                                    "reason": "subgroup too small"}

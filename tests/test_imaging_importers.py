@@ -29,9 +29,11 @@ from medml.tasks.imaging.importers import (
     save_image,
 )
 
+from .conftest import SHARED_DATA, needs
+
 MEASURED = ["height", "width", "channels", "source_dtype", "intensity_min", "intensity_max",
             "source_file"]
-REAL_BREASTMNIST = Path("/work/shared/data/imaging/breastmnist.npz")
+REAL_BREASTMNIST = SHARED_DATA / "imaging" / "breastmnist.npz"
 
 
 def _check_manifest(manifest: pd.DataFrame, out: Path) -> None:
@@ -152,7 +154,8 @@ def test_npz_bad_contents(tmp_path: Path) -> None:
         import_npz(tmp_path / "absent.npz", tmp_path / "o5", "b")
 
 
-@pytest.mark.skipif(not REAL_BREASTMNIST.is_file(), reason="real BreastMNIST not present")
+@needs("the real BreastMNIST file", REAL_BREASTMNIST.is_file(),
+       f"{REAL_BREASTMNIST}: the shared data folder beside the project")
 def test_real_breastmnist(tmp_path: Path) -> None:
     manifest, meta = import_npz(REAL_BREASTMNIST, tmp_path / "out", "breastmnist")
     counts = manifest["split"].value_counts().to_dict()

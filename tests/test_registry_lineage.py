@@ -154,16 +154,31 @@ def test_verify_names_a_changed_data_file_and_a_changed_model_file(
     assert lineage.verify(s, ref) == []
 
 
-def test_rollback_moves_champion_back_and_refuses_without_a_previous_one(store) -> None:
-    s = store["settings"]
+@pytest.fixture
+def promoted_twice(settings: Settings) -> Settings:
+    """A store of its own (rollback moves the champion, which the module's store must keep):
+    two versions of one training run, champion 1 then 2, each move in the alias history."""
+    lifecycle.create_dataset(settings, "imaging", "demo", seed=0)
+    run = lifecycle.open_run(settings, "demo")
+    trained = lifecycle.train(run, progress=False)
+    evaluated = lifecycle.evaluate(run, trained)
+    for who in ("alice", "carol"):
+        version = lifecycle.register(run, MODEL, evaluated, trained)
+        registry.set_alias(settings, MODEL, "champion", version, who=who, why="promoted")
+    return settings
+
+
+def test_rollback_moves_champion_back_and_refuses_without_a_previous_one(
+        promoted_twice: Settings) -> None:
+    s = promoted_twice
     event = registry.rollback(s, MODEL, who="dr.who", why="<script>alert(1)</script>")
-    assert (event["from_version"], event["to_version"], event["action"]) == ("3", "1",
+    assert (event["from_version"], event["to_version"], event["action"]) == ("2", "1",
                                                                             "rollback")
     client = registry.client_for(s)
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert registry.alias_history(s, MODEL)[-1] == event
     assert registry.served_at(s, MODEL, datetime.now(UTC) + timedelta(seconds=1)) == "1"
-    # v1 was the first champion: a second rollback never goes back to the rolled-back v3
+    # v1 was the first champion: a second rollback never goes back to the rolled-back v2
     with pytest.raises(MedMLError, match="no previous champion"):
         registry.rollback(s, MODEL, who="dr.who")
     page = lineage.render(lineage.collect(s, f"{MODEL}@champion"), "html")

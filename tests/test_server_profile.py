@@ -19,9 +19,9 @@ import httpx
 import pytest
 import yaml
 
-from medml.settings import Settings
+from medml.settings import GateParams, Settings
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, needs
 
 PG = "postgres@127.0.0.1:5432"
 BIN = Path(sys.executable).parent
@@ -35,7 +35,8 @@ def _pg_up() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(not _pg_up(), reason="needs PostgreSQL on 127.0.0.1:5432")
+pytestmark = needs("PostgreSQL on 127.0.0.1:5432", _pg_up(),
+                   "started by this machine kind; pg_ctlcluster <version> main start")
 
 
 def _psql(sql: str) -> None:
@@ -217,6 +218,49 @@ def test_scheduled_retrain_fires_on_a_worker_and_completes(
     model = httpx.get(f"{servers['mlflow']}/api/2.0/mlflow/registered-models/get",
                       params={"name": "nightly"}).json()["registered_model"]
     assert {a["alias"] for a in model["aliases"]} >= {"champion"}
+
+
+def test_a_scheduled_retrain_refused_by_the_gate_leaves_the_champion(
+        servers: dict[str, str], settings: Settings, workspace: Path, tmp_path: Path) -> None:
+    """A champion, then a one-minute schedule whose deployment carries a gate floor no
+    model can reach: the scheduled run registers a candidate, the gate refuses it, the flow
+    run ends Failed, the refusal is a recorded gate decision and `champion` stays put."""
+    env = _client_env(servers, settings, tmp_path)
+    assert _medml(("data", "generate", "--task", "imaging", "--name", "demo"), workspace,
+                  env).returncode == 0
+    r = _medml(("pipeline", "--task", "imaging", "--dataset", "demo", "--model", "guarded"),
+               workspace, env)
+    assert r.returncode == 0 and "alias champion -> version 1" in r.stdout, r.stderr[-3000:]
+
+    strict = settings.model_copy(deep=True)
+    strict.tasks["imaging"].gate = GateParams(floors={"auroc": 1.01})
+    strict_env = _client_env(servers, strict, tmp_path)  # rewrites tmp_path/params.yaml
+    r = _medml(("schedule", "guarded", "--dataset", "demo", "--cron", "* * * * *",
+                "--pool", "medml-refused"), workspace, strict_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # the worker's own settings are the lenient ones again: the floor must come from the
+    # deployment's settings
+    env = _client_env(servers, settings, tmp_path)
+    state, log = _run_on_worker(servers, env, workspace, tmp_path, "medml-refused",
+                                "guarded-demo")
+    assert state == "FAILED", f"scheduled run: {state}; worker log: {log[-3000:]}"
+
+    api = servers["mlflow"] + "/api/2.0/mlflow"
+    model = httpx.get(f"{api}/registered-models/get",
+                      params={"name": "guarded"}).json()["registered_model"]
+    assert {a["alias"]: a["version"] for a in model["aliases"]}["champion"] == "1"
+    mv = httpx.get(f"{api}/model-versions/get",
+                   params={"name": "guarded", "version": "2"}).json()["model_version"]
+    tags = {t["key"]: t["value"] for t in mv["tags"]}
+    assert tags["gate.passed"] == "False" and "auroc" in tags["gate.failed_checks"]
+    assert tags["gate.decision_id"]
+    decision = Path(servers["artifacts"]).rglob(f"decision-{tags['gate.decision_id']}.json")
+    assert len(list(decision)) == 1
+    runs = httpx.post(f"{servers['prefect']}/flow_runs/filter", json={
+        "flow_runs": {"id": {"any_": [tags["flow_run_id"]]}}}).json()
+    assert len(runs) == 1 and runs[0]["state_type"] == "FAILED"
+    r = _medml(("lineage", "guarded@champion", "-f", "json"), workspace, env)
+    assert r.returncode == 0 and '"version": "1"' in r.stdout, r.stderr[-2000:]
 
 
 def test_a_data_change_triggers_a_retrain(

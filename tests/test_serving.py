@@ -4,6 +4,7 @@ tiny model trained and registered by the lifecycle functions; real HTTP with htt
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import socket
 import threading
@@ -28,10 +29,8 @@ LIMIT = 2 * 1024 * 1024  # the test server's body limit
 
 
 # ---------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Two registered versions of one tiny imaging model; champion -> version 1."""
-    s = module_settings(tmp_path_factory, "serving")
+def two_versions(s: Settings) -> Settings:
+    """Two registered versions of one tiny imaging model in ``s``; champion -> version 1."""
     lifecycle.create_dataset(s, "imaging", "demo", seed=0)
     run = lifecycle.open_run(s, "demo")
     trained = lifecycle.train(run, progress=False)
@@ -41,6 +40,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     assert (v1, v2) == ("1", "2")
     registry.set_alias(s, MODEL, "champion", v1, who="test", why="serving test")
     return s
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The module's store, never changed by a test (tests that move aliases or add
+    versions use a store of their own, or an alias of their own removed afterwards)."""
+    return two_versions(module_settings(tmp_path_factory, "serving"))
 
 
 class Server:
@@ -297,27 +303,207 @@ def _wait_version(client: httpx.Client, version: str, timeout: float = 15.0) -> 
         time.sleep(0.2)
 
 
-def test_follows_the_alias_without_restart(client: httpx.Client, store: Settings,
-                                           images: list[np.ndarray]) -> None:
-    payload = {"inputs": [images[0].tolist()]}
-    assert client.post("/predict", json=payload).json()["model_version"] == "1"
-    registry.set_alias(store, MODEL, "champion", "2", who="test", why="promotion")
-    info = _wait_version(client, "2")
-    assert info["model_version"] == "2" and info["alias"] == "champion", info
-    assert client.post("/predict", json=payload).json()["model_version"] == "2"
-    assert client.get("/health").json()["model_version"] == "2"
+def test_follows_the_alias_without_restart(settings: Settings) -> None:
+    store = two_versions(settings)  # its own store: this test moves the champion alias
+    image = np.load(sorted((store.data_dir / "demo" / "images").glob("*.npy"))[0])
+    payload = {"inputs": [image.tolist()]}
+    srv = Server(create_app(store, MODEL, poll_s=0.5))
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            assert client.post("/predict", json=payload).json()["model_version"] == "1"
+            registry.set_alias(store, MODEL, "champion", "2", who="test", why="promotion")
+            info = _wait_version(client, "2")
+            assert info["model_version"] == "2" and info["alias"] == "champion", info
+            assert client.post("/predict", json=payload).json()["model_version"] == "2"
+            assert client.get("/health").json()["model_version"] == "2"
 
-    registry.rollback(store, MODEL, who="test", why="serving test")
-    assert _wait_version(client, "1")["model_version"] == "1"
-    assert client.post("/predict", json=payload).json()["model_version"] == "1"
+            registry.rollback(store, MODEL, who="test", why="serving test")
+            assert _wait_version(client, "1")["model_version"] == "1"
+            assert client.post("/predict", json=payload).json()["model_version"] == "1"
 
-    # the alias pointing nowhere: the last version keeps serving, /version says why
+            # the alias pointing nowhere: the last version keeps serving, /version says why
+            store_client = registry.client_for(store)
+            store_client.delete_registered_model_alias(MODEL, "champion")
+            deadline = time.monotonic() + 15
+            while (client.get("/version").json()["last_error"] is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.2)
+            info = client.get("/version").json()
+            assert info["model_version"] == "1" and "champion" in info["last_error"]
+            assert client.post("/predict", json=payload).status_code == 200
+    finally:
+        srv.stop()
+
+
+@contextlib.contextmanager
+def own_alias(store: Settings, alias: str):
+    """An alias of the module's store that only this test uses; removed afterwards (set with
+    the client, so the alias history stays as it was)."""
     store_client = registry.client_for(store)
-    store_client.delete_registered_model_alias(MODEL, "champion")
-    deadline = time.monotonic() + 15
-    while client.get("/version").json()["last_error"] is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    info = client.get("/version").json()
-    assert info["model_version"] == "1" and "champion" in info["last_error"]
-    assert client.post("/predict", json=payload).status_code == 200
-    store_client.set_registered_model_alias(MODEL, "champion", "1")
+    try:
+        yield store_client
+    finally:
+        with contextlib.suppress(Exception):
+            store_client.delete_registered_model_alias(MODEL, alias)
+
+
+def _wait(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_health_is_503_until_a_model_is_loaded(store: Settings,
+                                               images: list[np.ndarray]) -> None:
+    with own_alias(store, "canary") as store_client:
+        srv = Server(create_app(store, MODEL, alias="canary", poll_s=0.2))
+        try:
+            def answered() -> httpx.Response | None:
+                try:
+                    r = httpx.get(f"{srv.url}/health", timeout=5)
+                except httpx.TransportError:
+                    return None
+                return r if r.json()["detail"] else None  # the alias has been asked for
+
+            health = _wait(answered, what="a first /health answer")
+            assert health.status_code == 503, health.text
+            body = health.json()
+            assert body["status"] == "loading" and body["model_version"] is None
+            assert "canary" in body["detail"], body
+            payload = {"inputs": [images[0].tolist()]}
+            assert httpx.post(f"{srv.url}/predict", json=payload).status_code == 503
+            assert httpx.get(f"{srv.url}/version").status_code == 503
+
+            store_client.set_registered_model_alias(MODEL, "canary", "1")
+            srv.wait_ready()
+            health = httpx.get(f"{srv.url}/health")
+            assert health.status_code == 200
+            assert health.json()["model_version"] == "1" and health.json()["status"] == "ok"
+            assert httpx.post(f"{srv.url}/predict", json=payload).status_code == 200
+        finally:
+            srv.stop()
+
+
+def test_a_version_that_fails_to_load_is_not_swapped_in(store: Settings, tmp_path: Path,
+                                                         images: list[np.ndarray]) -> None:
+    import shutil
+    from urllib.parse import unquote, urlparse
+
+    store_client = registry.client_for(store)
+    good = store_client.get_model_version(MODEL, "1")
+    # a copy of version 1's model in the artifact store, its bundle cut in half
+    src = Path(unquote(urlparse(store_client.get_model_version_download_uri(MODEL, "1")).path))
+    broken = store.artifact_root / f"broken-{tmp_path.name}"
+    shutil.copytree(src, broken)
+    bundle = next(broken.rglob("bundle.pt"))
+    bundle.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    bad = store_client.create_model_version(MODEL, broken.as_uri(), run_id=good.run_id)
+    payload = {"inputs": [images[0].tolist()]}
+    try:
+        with own_alias(store, "canary-broken"):
+            store_client.set_registered_model_alias(MODEL, "canary-broken", "1")
+            srv = Server(create_app(store, MODEL, alias="canary-broken", poll_s=0.2))
+            try:
+                srv.wait_ready()
+                store_client.set_registered_model_alias(MODEL, "canary-broken", bad.version)
+                info = _wait(lambda: (i := httpx.get(f"{srv.url}/version").json())
+                             ["last_error"] and i, what="the failed load to be reported")
+                assert info["model_version"] == "1", info
+                assert f"version {bad.version} not loaded" in info["last_error"], info
+                assert "still serving version 1" in info["last_error"], info
+                health = httpx.get(f"{srv.url}/health")
+                assert health.status_code == 200 and health.json()["model_version"] == "1"
+                r = httpx.post(f"{srv.url}/predict", json=payload, timeout=60)
+                assert r.status_code == 200 and r.json()["model_version"] == "1", r.text
+            finally:
+                srv.stop()
+    finally:
+        store_client.delete_model_version(MODEL, bad.version)
+        shutil.rmtree(broken, ignore_errors=True)
+
+
+def test_concurrent_requests_are_scored_in_fewer_model_calls(
+        store: Settings, images: list[np.ndarray]) -> None:
+    app = create_app(store, MODEL, max_batch=64, max_wait_ms=100, poll_s=60)
+    srv = Server(app)
+    try:
+        srv.wait_ready()
+        loaded = app.state.holder.current
+        calls: list[int] = []
+        original = loaded.model.predict
+
+        def counting(data, *args, **kwargs):
+            calls.append(len(data))
+            return original(data, *args, **kwargs)
+
+        loaded.model.predict = counting  # this server's own loaded model
+        n = 32
+        work = [images[i % len(images)] for i in range(n)]
+        with httpx.Client(base_url=srv.url, timeout=60,
+                          limits=httpx.Limits(max_connections=n)) as c:
+            alone = [c.post("/predict", json={"inputs": [a.tolist()]}).json()
+                     for a in images]  # one at a time: one call each
+            assert calls == [1] * len(images), calls
+            calls.clear()
+            barrier = threading.Barrier(n)
+
+            def send(arr: np.ndarray) -> httpx.Response:
+                barrier.wait()
+                return c.post("/predict", json={"inputs": [arr.tolist()]})
+
+            with ThreadPoolExecutor(n) as pool:
+                answers = list(pool.map(send, work))
+        assert [r.status_code for r in answers] == [200] * n
+        assert sum(calls) == n, calls  # every item scored once ...
+        assert len(calls) < n and max(calls) > 1, calls  # ... in fewer, batched, calls
+        for i, r in enumerate(answers):  # each request got its own rows back
+            expected = alone[i % len(images)]["predictions"]
+            np.testing.assert_allclose(probs(r.json()["predictions"]), probs(expected),
+                                       atol=1e-5)
+    finally:
+        srv.stop()
+
+
+def test_medml_serve_takes_the_token_from_the_environment(store: Settings, tmp_path: Path,
+                                                          images: list[np.ndarray]) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+    from tests.test_cli import _env, _params
+
+    env = _env(store, _params(store, tmp_path))
+    env["MEDML_SERVE_TOKEN"] = "from-env-token"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "medml.cli", "serve", MODEL, "--port",
+                             str(port), "--poll-s", "60"], cwd=store.workspace, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        def ready() -> bool:
+            assert proc.poll() is None, "medml serve exited"
+            try:
+                return httpx.get(f"{url}/health", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait(ready, timeout=180, what="medml serve to load the model")
+        payload = {"inputs": [images[0].tolist()]}
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            assert httpx.post(f"{url}/predict", json=payload, headers=headers,
+                              timeout=60).status_code == 401, headers
+            assert httpx.get(f"{url}/version", headers=headers).status_code == 401, headers
+        ok = {"Authorization": "Bearer from-env-token"}
+        r = httpx.post(f"{url}/predict", json=payload, headers=ok, timeout=60)
+        assert r.status_code == 200 and r.json()["model_version"] == "1", r.text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

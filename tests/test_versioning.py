@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from medml import lifecycle, lineage
@@ -29,8 +30,8 @@ def test_dvc_add_version_and_remote(settings: Settings, workspace: Path) -> None
     assert (settings.state_dir / "dvc-remote" / "files" / "md5").is_dir()
 
 
-def test_dvc_yaml_stage_reproduces_once_and_is_versioned(settings: Settings,
-                                                         workspace: Path) -> None:
+def test_dvc_yaml_stage_reproduces_once_and_is_versioned(
+        settings: Settings, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = settings.model_dump(mode="json", exclude={"workspace", "home"})
     (workspace / "params.yaml").write_text(yaml.safe_dump(params))
     cmd = (f"{sys.executable} -m medml.cli data generate --task imaging "
@@ -38,9 +39,7 @@ def test_dvc_yaml_stage_reproduces_once_and_is_versioned(settings: Settings,
     (workspace / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"gen": {
         "cmd": cmd, "params": ["tasks.imaging.demo"], "outs": ["data/gen"]}}}))
     repo = open_repo(workspace, settings.remote_url)
-    import os
-
-    os.environ["PYTHONPATH"] = str(ROOT)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # for the stage's subprocess, this test only
     with contextlib.chdir(workspace):
         assert [s.addressing for s in repo.reproduce()] == ["gen"]
         assert repo.reproduce() == []  # nothing changed: nothing runs
