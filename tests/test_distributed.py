@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -37,7 +38,7 @@ def _runs(settings: Settings) -> list:
 
 
 def test_ddp_on_two_gloo_processes_gives_one_run_one_version_close_metrics(
-        settings: Settings, workspace: Path) -> None:
+        settings: Settings, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     imaging = settings.tasks["imaging"]  # enough to learn: a comparison of learnt models
     # Per-image normalisation, no dropout, no augmentation: nothing depends on how a batch
     # is cut between ranks or on per-rank random streams, so DDP must follow the single
@@ -51,6 +52,19 @@ def test_ddp_on_two_gloo_processes_gives_one_run_one_version_close_metrics(
                             model="single")
     before = {r.info.run_id for r in _runs(settings)}
 
+    # What rank 0 reports of the process group it trained in (dist.get_world_size(), in
+    # the outcome file beside the checkpoints, read here before the release removes them).
+    from medml import distributed
+    worlds = []
+
+    def launch(job: dict, checkpoint_dir: Path, nproc: int):
+        outcome = real_launch(job, checkpoint_dir, nproc)
+        worlds.append(json.loads((Path(checkpoint_dir) / distributed.OUTCOME).read_text())[
+            "world_size"])
+        return outcome
+
+    real_launch = distributed.launch
+    monkeypatch.setattr(distributed, "launch", launch)
     ddp = settings.model_copy(deep=True)
     ddp.tasks["imaging"].train.nproc = 2
     result = lifecycle_flow(settings=ddp.model_dump(mode="json"), dataset="demo",
@@ -61,7 +75,8 @@ def test_ddp_on_two_gloo_processes_gives_one_run_one_version_close_metrics(
     versions = client.search_model_versions("name='ddp'")
     assert [(str(v.version), v.run_id) for v in versions] == [("1", result["run_id"])]
     run = client.get_run(result["run_id"])
-    assert run.data.params["train.nproc"] == "2"
+    assert run.data.params["train.nproc"] == "2"  # the setting asked for; what ran:
+    assert worlds == [2]  # one launch, and two ranks really trained together
     losses = client.get_metric_history(result["run_id"], "train_loss")
     # rank 0 logged each epoch once
     assert sorted(m.step for m in losses) == list(range(1, imaging.train.epochs + 1))

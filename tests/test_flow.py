@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -36,8 +37,12 @@ def test_lifecycle_registers_gates_and_serves(settings: Settings, workspace: Pat
     client = _client(settings)
     mv = client.get_model_version_by_alias("demo-model", "champion")
     assert str(mv.version) == "1" == result["version"]
-    head = (workspace / ".git").exists() and version.git_commit
-    assert mv.tags["git_commit"] == head
+    # the workspace's HEAD, asked of git here, not the commit the code under test recorded
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert len(head) == 40
+    assert mv.tags["git_commit"] == head == version.git_commit
+    assert client.get_run(mv.run_id).data.tags["medml.git_commit"] == head
     assert mv.tags["dvc_data_hash"] == version.md5
     assert mv.tags["flow_run_id"] == result["flow_run_id"] != ""
     assert mv.tags["gate.passed"] == "True"

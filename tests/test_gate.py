@@ -39,8 +39,8 @@ def predictions(quality: float, n_patients: int = 60, seed: int = 0) -> tuple[pd
 
 
 def run(gate: GateParams, cand: pd.DataFrame, manifest: pd.DataFrame,
-        champ: pd.DataFrame | None = None):
-    return judge(gate, score, cand, manifest, group_column="patient_id",
+        champ: pd.DataFrame | None = None, score_fn=score):
+    return judge(gate, score_fn, cand, manifest, group_column="patient_id",
                  subgroup_columns=("site",), champ=champ)
 
 
@@ -93,6 +93,34 @@ def test_paired_bootstrap_resamples_whole_patients_and_aligns_by_id():
     groups = manifest["patient_id"]
     point, lo, hi = paired_bootstrap(cand, champ, groups, score, "auroc", n=100)
     assert lo <= point <= hi
+
+    # What the resamples hold: a score that records the ids of every table it is given.
+    # Every patient has two images, P<p>-0 and P<p>-1: a resample of whole patients
+    # brings both images as often as it draws the patient; one of rows splits them.
+    tables: list[pd.Series] = []
+
+    def recording(pred: pd.DataFrame) -> dict[str, float]:
+        tables.append(pred["id"])
+        return score(pred)
+
+    paired_bootstrap(cand, champ, groups, recording, "auroc", n=50)
+    direct = len(tables)
+    run(GateParams(non_inferiority={"auroc": 0.5}, bootstrap=50), cand, manifest,
+        champ=shuffled, score_fn=recording)
+    for source, seen in (("paired_bootstrap", tables[:direct]), ("judge", tables[direct:])):
+        resampled = 0
+        for ids in seen:
+            assert len(ids) == len(cand), source  # as many patients drawn as there are
+            image = ids.value_counts()
+            by_patient = image.groupby(image.index.str.rsplit("-", n=1).str[0])
+            apart = by_patient.nunique() > 1  # images of one patient drawn unequally often
+            split = image[image.index.str.rsplit("-", n=1).str[0].isin(apart[apart].index)]
+            assert not apart.any() and (by_patient.size() == 2).all(), (
+                f"{source}: a resample splits patients' images (image: times drawn): "
+                f"{dict(split.sort_index().head(6))}")
+            resampled += bool((image != 1).any())
+        # candidate and champion of each of the 50 draws: real resamples, not the full set
+        assert resampled >= 2 * 50, (source, resampled)
 
 
 def test_lower_is_better_metric_flips_the_sign():

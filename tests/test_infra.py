@@ -15,6 +15,7 @@ import inspect
 import json
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -103,21 +104,67 @@ def interpolate(value: Any, env: Mapping[str, str]) -> Any:
     return _VAR.sub(sub, value)
 
 
-def test_interpolation_follows_the_compose_rules() -> None:
+def shell_expand(texts: list[str], env: Mapping[str, str]) -> list[str]:
+    """Each of ``texts`` expanded by bash, in double quotes, with only ``env`` set: POSIX
+    shell parameter expansion, whose ``${VAR:-default}``, ``${VAR-default}``,
+    ``${VAR:?err}``, ``${VAR?err}``, ``${VAR:+alt}``, ``${VAR+alt}`` and ``$VAR`` the
+    Compose Specification's interpolation follows (docker compose itself is not on this
+    machine); compose's ``$$`` is passed as the shell's escaped ``\\$``. MissingVariable
+    when bash refuses (an unset ``:?`` or ``?`` variable)."""
+    def quoted(text: str) -> str:
+        for c in ("\\", '"', "`"):
+            text = text.replace(c, "\\" + c)
+        return '"' + text.replace("$$", "\\$") + '"'
+
+    done = subprocess.run(["/bin/bash", "-c", "printf '%s\\0' " + " ".join(map(quoted, texts))],
+                          env=dict(env), capture_output=True, text=True)
+    if done.returncode:
+        raise MissingVariable(done.stderr.strip())
+    out = done.stdout.split("\0")
+    assert out[-1] == "" and len(out) == len(texts) + 1, done
+    return out[:-1]
+
+
+def test_interpolation_follows_the_compose_rules(compose_raw: dict[str, Any],
+                                                 env_example: dict[str, str]) -> None:
+    """``interpolate``, through which every compose check reads compose.yaml, agrees with
+    the shell's expansion: on each rule, and on every string of compose.yaml with
+    .env.example as .env and with the required variables alone; and .env.example reads
+    as a dotenv parser (python-dotenv's; compose's is another of its kind) reads it."""
     env = {"SET": "v", "EMPTY": ""}
     cases = {"${SET}": "v", "$SET/x": "v/x", "${UNSET}": "", "${UNSET:-d}": "d",
              "${EMPTY:-d}": "d", "${EMPTY-d}": "", "${SET:-d}": "v", "${SET:+alt}": "alt",
              "${EMPTY:+alt}": "", "${EMPTY+alt}": "alt", "$${SET}": "${SET}", "a$$b": "a$b",
-             "${SET:?no}": "v", "${EMPTY?no}": ""}
-    for text, want in cases.items():
-        assert interpolate(text, env) == want, text
+             "${SET:?no}": "v", "${EMPTY?no}": "", "${UNSET-d}": "d", "${UNSET+alt}": "",
+             "${SET-d} ${SET+alt}": "v alt", 'q"\\`x`$$(id)': 'q"\\`x`$(id)'}
+    assert [interpolate(t, env) for t in cases] == list(cases.values()) \
+        == shell_expand(list(cases), env)
     for bad in ("${UNSET:?needed}", "${EMPTY:?needed}", "${UNSET?needed}"):
         with pytest.raises(MissingVariable, match="needed"):
             interpolate(bad, env)
+        with pytest.raises(MissingVariable, match="needed"):
+            shell_expand([bad], env)
+    # stricter than a shell: nested defaults are refused (compose.yaml has none)
     with pytest.raises(ValueError, match="invalid interpolation"):
         interpolate("${A:-${B}}", env)
     assert variables_used({"k": ["${A:-1} $$C", {"n": "$B"}], "m": 5, "o": "${A:?x}"}) \
         == {"A": {":-", ":?"}, "B": {""}}
+
+    # The product: compose.yaml's own strings, as the compose checks below see them.
+    texts = [t for t in _strings(compose_raw) if "$" in t]
+    required = {n for n, ops in variables_used(compose_raw).items() if ":?" in ops}
+    assert texts and required
+    for label, values in ((".env.example", env_example),
+                          ("required only", {n: env_example[n] for n in required})):
+        mine, shell = [interpolate(t, values) for t in texts], shell_expand(texts, values)
+        assert mine == shell, (label, [(t, a, b) for t, a, b in zip(texts, mine, shell,
+                                                                    strict=True) if a != b])
+    for name in required:
+        with pytest.raises(MissingVariable, match=name):
+            shell_expand(texts, {n: env_example[n] for n in required - {name}})
+    from dotenv import dotenv_values
+
+    assert read_env_example() == dotenv_values(INFRA / ".env.example")
 
 
 # ----------------------------------------------------------------- loading

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,20 @@ def _wait_version(url: str, version: str, seconds: float) -> float:
     raise AssertionError(f"/version still says {seen}, not {version}, after {seconds} s")
 
 
+def _wait_checked_after(url: str, after: datetime, seconds: float) -> datetime:
+    """The server's ``checked_at`` (its last resolution of the alias) once it is later than
+    ``after``; fails after ``seconds``."""
+    start = time.monotonic()
+    seen = None
+    while time.monotonic() - start < seconds:
+        seen = httpx.get(f"{url}/version", timeout=5).json()["checked_at"]
+        if seen and datetime.fromisoformat(seen) > after:
+            return datetime.fromisoformat(seen)
+        time.sleep(0.1)
+    raise AssertionError(f"the server last resolved the alias at {seen}, not after {after}, "
+                         f"in {seconds} s")
+
+
 def _pipeline(workspace: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return medml(["pipeline", "--task", "imaging", "--dataset", "demo", "--model", MODEL],
                  workspace, env)
@@ -95,8 +110,17 @@ def test_release_walkthrough(settings: Settings, workspace: Path, tmp_path: Path
         refusal = " ".join(r.stderr.split())
         assert "version 2 not promoted" in refusal
         assert "floor:auroc" in refusal and "non_inferiority:auroc" in refusal
-        time.sleep(2.5)  # two polls: the server must not have moved
-        assert httpx.get(f"{url}/version").json()["model_version"] == "1"
+        # The server must not move: wait for evidence that it asked the registry after
+        # the refusal, rather than for a guessed time. /version's checked_at is the server's
+        # time of its last alias resolution; its one poll thread resolves, loads a new
+        # version if the alias names one, then waits --poll-s. So a resolution stamped
+        # after the refusal, then another one after it, bracket a whole poll that saw the
+        # registry as the refusal left it, load included.
+        refused_at = datetime.now(UTC)
+        first = _wait_checked_after(url, refused_at, 60)
+        second = _wait_checked_after(url, first, 60)
+        info = httpx.get(f"{url}/version").json()
+        assert info["model_version"] == "1", (refused_at, first, second, info)
 
         r = _pipeline(workspace, better)
         assert r.returncode == 0, r.stderr[-3000:]
