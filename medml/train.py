@@ -158,6 +158,8 @@ def fit(
     start, history, resumed_from = 0, [], None
     best: dict | None = None  # keep=best: {"epoch", "value", "state"} of the best val epoch
     if last.is_file():
+        # our own checkpoint under MEDML_HOME (it holds numpy RNG state, which
+        # weights_only refuses); never a model file from the registry
         ck = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])

@@ -47,7 +47,7 @@ def score_test(ctx: RunContext, bundle_path: str | Path) -> Scored:
     from medml.train import pick_device
 
     task, params, manifest = ctx.task, ctx.params, ctx.manifest()
-    bundle = torch.load(bundle_path, map_location="cpu", weights_only=False)
+    bundle = torch.load(bundle_path, map_location="cpu", weights_only=True)
     spec = bundle["spec"]
     if bundle.get("task") != task.name:
         raise BadInputError(f"model is a {bundle.get('task')} model; dataset "

@@ -23,7 +23,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from medml.tasks import get_task
 
-        bundle = torch.load(context.artifacts["bundle"], map_location="cpu", weights_only=False)
+        bundle = torch.load(context.artifacts["bundle"], map_location="cpu", weights_only=True)
         self.spec = bundle["spec"]
         self.net = get_task(self.task_name).rebuild_model(self.model_spec(self.spec))
         self.net.load_state_dict(bundle["state_dict"])
