@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -111,8 +110,3 @@ def _read_manifest(path: Path) -> pd.DataFrame:
         raise BadInputError(f"{path / 'manifest.csv'}: unreadable manifest ({msg}); "
                             "re-import the dataset") from None
 
-
-def describe(ctx: RunContext) -> dict[str, Any]:
-    """The context as the tags every MLflow run of it carries."""
-    return {"medml.task": ctx.task.name, "medml.dataset": ctx.dataset,
-            "medml.data_md5": ctx.data_md5, "medml.git_commit": ctx.git_commit}
